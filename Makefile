@@ -1,0 +1,42 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both set up first.
+# Prefer the distribution's CPython when there is one: Debian builds it with PGO and
+# LTO, and it runs the engine about twice as fast as an unoptimised source build
+# (pyenv's default). Any Python >= 3.11 with venv works.
+PYTHON ?= $(shell for p in /usr/bin/python3.13 /usr/bin/python3.12 /usr/bin/python3.11 python3; do \
+	$$p -c 'import sys, ensurepip; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 \
+	&& { echo $$p; break; }; done)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run demo test test-fast lint bench clean
+
+install: $(STAMP)
+
+# Re-installs only when the project's metadata changed: a no-op install takes ~0.1 s.
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "need Python >= 3.11 with venv/ensurepip" >&2; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: install
+	$(BIN)/profitwatch demo
+
+test: install
+	$(BIN)/pytest
+
+test-fast: install
+	$(BIN)/pytest tests/unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
