@@ -1,0 +1,75 @@
+"""Dead-letter records (spec section 7): what was rejected, why, and where from."""
+
+from __future__ import annotations
+
+import base64
+from decimal import Decimal
+from typing import Any
+
+from models.errors import RejectedRecord
+from models.outputs import DeadLetter, DeadLetterError
+
+# Kafka Streams' dead-letter header names (KIP-1034).
+HEADER_CODE = "__streams.errors.exception"
+HEADER_MESSAGE = "__streams.errors.message"
+HEADER_TOPIC = "__streams.errors.topic"
+HEADER_PARTITION = "__streams.errors.partition"
+HEADER_OFFSET = "__streams.errors.offset"
+
+
+def dump_json(value: Any) -> str:
+    """Compact JSON that writes `Decimal` as the number it was parsed from."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{dump_json(str(k))}:{dump_json(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(dump_json(v) for v in value) + "]"
+    if isinstance(value, Decimal):
+        return str(value)
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+def dead_letter(
+    rejection: RejectedRecord,
+    *,
+    topic: str,
+    partition: int | None,
+    offset: int | None,
+    original: Any,
+    received_at: str,
+) -> DeadLetter:
+    encoding = None
+    if isinstance(original, (bytes, bytearray, memoryview)):
+        raw = bytes(original)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+    elif isinstance(original, str):
+        text = original
+    else:
+        text = dump_json(original)
+    return DeadLetter(
+        error=DeadLetterError(
+            code=rejection.code,
+            message=rejection.message,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+        ),
+        original=text,
+        original_encoding=encoding,
+        received_at=received_at,
+    )
+
+
+def kip1034_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+    e = letter.error
+    return [
+        (HEADER_CODE, e.code.encode()),
+        (HEADER_MESSAGE, e.message.encode()),
+        (HEADER_TOPIC, e.topic.encode()),
+        (HEADER_PARTITION, str(-1 if e.partition is None else e.partition).encode()),
+        (HEADER_OFFSET, str(-1 if e.offset is None else e.offset).encode()),
+    ]

@@ -1,0 +1,56 @@
+"""One root error type for the whole project, so callers can catch narrowly or broadly.
+
+The tree::
+
+    ProfitwatchError
+    ├── ConfigError            settings that cannot work (bad FX table, bad bands, …)
+    ├── RejectedRecord         an input record the contract refuses; carries a DLQ code
+    └── StateFormatError       a serialised ledger state this version cannot read
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+RejectionCode = Literal[
+    "malformed_json",
+    "schema_violation",
+    "unknown_currency",
+    "self_referral",
+    "not_overdue",
+    "future_timestamp",
+    "payload_too_large",
+]
+
+REJECTION_CODES: tuple[RejectionCode, ...] = (
+    "malformed_json",
+    "schema_violation",
+    "unknown_currency",
+    "self_referral",
+    "not_overdue",
+    "future_timestamp",
+    "payload_too_large",
+)
+
+
+class ProfitwatchError(Exception):
+    """Root of every error profitwatch raises on purpose."""
+
+
+class ConfigError(ProfitwatchError):
+    """The settings are inconsistent or unusable."""
+
+
+class RejectedRecord(ProfitwatchError):
+    """An input record that goes to the dead-letter topic instead of the engine."""
+
+    def __init__(self, code: RejectionCode, message: str, customer_id: str | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code: RejectionCode = code
+        self.message = message
+        # Known when the value parsed far enough; used as the DLQ record's key.
+        self.customer_id = customer_id
+
+
+class StateFormatError(ProfitwatchError):
+    """A stored ledger state has an unknown version or shape."""

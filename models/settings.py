@@ -1,0 +1,189 @@
+"""The one settings object: every default of spec section 8, plus topic names and
+service knobs. Environment variables (`PROFITWATCH_…`, nested with `__`) override a
+TOML file given with `--config`, which overrides the defaults.
+
+`KAFKA_BOOTSTRAP_SERVERS` is also read without the prefix, because that is the name
+operators and the test fixtures already use.
+"""
+
+from __future__ import annotations
+
+import itertools
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CHANNELS = ("phone", "email", "chat", "onsite", "self_service")
+
+
+class Topics(BaseModel):
+    """Topic names (spec section 2). Internal topics are documented in the README."""
+
+    orders: str = "orders"
+    invoices: str = "invoice-overdue"
+    tickets: str = "support-tickets"
+    referrals: str = "referrals"
+    sales_activities: str = "sales-activities"
+    alerts: str = "profitability-alerts"
+    snapshots: str = "profitability-snapshots"
+    dlq: str = "profitability-dlq"
+
+    def input_kinds(self) -> dict[str, str]:
+        """Input topic name -> event kind."""
+        return {
+            self.orders: "order",
+            self.invoices: "invoice",
+            self.tickets: "ticket",
+            self.referrals: "referral",
+            self.sales_activities: "sales_activity",
+        }
+
+
+class ProvisionBand(BaseModel):
+    """`rate` applies from `min_days` overdue up to the next band's `min_days`."""
+
+    min_days: int = Field(ge=1)
+    rate: Decimal = Field(ge=0, le=1)
+
+
+def _default_bands() -> list[ProvisionBand]:
+    return [
+        ProvisionBand(min_days=1, rate=Decimal("0.02")),
+        ProvisionBand(min_days=31, rate=Decimal("0.10")),
+        ProvisionBand(min_days=61, rate=Decimal("0.25")),
+        ProvisionBand(min_days=91, rate=Decimal("0.50")),
+        ProvisionBand(min_days=181, rate=Decimal("0.80")),
+    ]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PROFITWATCH_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # --- the profit model (spec section 8) ---
+    reporting_currency: str = "EUR"
+    fx_rates: dict[str, Decimal] = Field(
+        default_factory=lambda: {
+            "EUR": Decimal("1"),
+            "USD": Decimal("0.92"),
+            "GBP": Decimal("1.17"),
+            "CHF": Decimal("1.06"),
+        }
+    )
+    window_days: int = Field(default=90, ge=1)
+    grace_days: int = Field(default=30, ge=0)
+    confirm_days: int = Field(default=7, ge=0)
+    unprofitable_below: Decimal = Decimal("0.00")
+    recovery_margin: Decimal = Decimal("50.00")
+    at_risk_margin_ratio: Decimal = Decimal("0.05")
+    at_risk_exit_ratio: Decimal = Decimal("0.08")
+    hourly_rate: dict[str, Decimal] = Field(
+        default_factory=lambda: {
+            "phone": Decimal("60"),
+            "email": Decimal("30"),
+            "chat": Decimal("40"),
+            "onsite": Decimal("120"),
+            "self_service": Decimal("0"),
+        }
+    )
+    escalation_cost: Decimal = Decimal("75.00")
+    onsite_visit_cost: Decimal = Decimal("150.00")
+    provision_rate: list[ProvisionBand] = Field(default_factory=_default_bands)
+    cost_of_capital_annual: Decimal = Decimal("0.08")
+    dunning_fee: Decimal = Decimal("5.00")
+    referral_share: Decimal = Decimal("0.10")
+    referral_horizon_days: int = Field(default=365, ge=0)
+    max_future_skew_seconds: int = Field(default=300, ge=0)
+    max_payload_bytes: int = Field(default=65536, ge=1)
+    sweep_interval_seconds: float = Field(default=60, ge=0)
+
+    # --- topics ---
+    topics: Topics = Field(default_factory=Topics)
+
+    # --- the service (streams/) ---
+    kafka_bootstrap_servers: str = Field(
+        default="",
+        validation_alias=AliasChoices(
+            "PROFITWATCH_KAFKA_BOOTSTRAP_SERVERS",
+            "KAFKA_BOOTSTRAP_SERVERS",
+            "kafka_bootstrap_servers",
+        ),
+    )
+
+    @field_validator("fx_rates")
+    @classmethod
+    def _rates_positive(cls, v: dict[str, Decimal]) -> dict[str, Decimal]:
+        for code, rate in v.items():
+            if not rate.is_finite() or rate <= 0:
+                raise ValueError(f"fx rate for {code} must be a positive number")
+        return {code.upper(): rate for code, rate in v.items()}
+
+    @field_validator("hourly_rate")
+    @classmethod
+    def _all_channels(cls, v: dict[str, Decimal]) -> dict[str, Decimal]:
+        missing = [c for c in CHANNELS if c not in v]
+        if missing:
+            raise ValueError(f"hourly_rate lacks channels: {', '.join(missing)}")
+        return v
+
+    @field_validator("provision_rate")
+    @classmethod
+    def _bands_sorted(cls, v: list[ProvisionBand]) -> list[ProvisionBand]:
+        if not v or v[0].min_days != 1:
+            raise ValueError("provision_rate must start with a band at min_days = 1")
+        if any(a.min_days >= b.min_days for a, b in itertools.pairwise(v)):
+            raise ValueError("provision_rate bands must have increasing min_days")
+        return v
+
+    @model_validator(mode="after")
+    def _reporting_currency_known(self) -> Settings:
+        if self.reporting_currency.upper() not in self.fx_rates:
+            raise ValueError("reporting_currency must be in fx_rates")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit arguments > environment > TOML file > defaults.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment, optionally layered over a TOML file."""
+    if config_file is None:
+        return Settings(**overrides)
+    path = Path(config_file)
+    if not path.is_file():
+        from models.errors import ConfigError
+
+        raise ConfigError(f"config file not found: {path}")
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=path)
+
+    return _FromFile(**overrides)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide instance (environment only); commands with --config build their own."""
+    return Settings()
