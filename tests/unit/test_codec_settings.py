@@ -1,0 +1,124 @@
+"""The table value format and the settings object."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models import codec
+from models.errors import ConfigError, ProfitwatchError, StateFormatError
+from models.settings import Settings, load_settings
+from tests.builders import invoice, order, referral, run, ticket
+
+
+def test_state_round_trip_is_exact_and_compact() -> None:
+    r, _ = run(
+        [
+            order("a", "2026-01-05", "1000.10", 600, currency="USD"),
+            ticket("a", "2026-01-20", "t1", "chat", 13),  # 13/60*40: a non-terminating decimal
+            invoice("a", "2026-03-01", "i1", 1000, "2026-02-15"),
+            referral("a", "2026-03-02", "b"),
+            order("b", "2026-03-05", 100, 10),
+        ]
+    )
+    for s in r.states.values():
+        raw = codec.dumps(s)
+        assert codec.loads(raw) == s
+        assert codec.dumps(codec.loads(raw)) == raw
+    assert json.loads(codec.dumps(r.states["a"]))["v"] == codec.VERSION
+    assert len(codec.dumps(r.states["a"])) < 1000
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b"[]",
+        b'{"v": 99}',
+        b'{"v": 1, "c": "x"}',
+        b'{"v":1,"c":"x","s":9,"n":0,"k":0,"L":[],"T":[],"P":0}',
+    ],
+)
+def test_unreadable_state_is_a_state_format_error(raw: bytes) -> None:
+    with pytest.raises(StateFormatError) as exc:
+        codec.loads(raw)
+    assert isinstance(exc.value, ProfitwatchError)
+
+
+def test_defaults_are_the_spec_defaults() -> None:
+    s = Settings()
+    assert (s.window_days, s.grace_days, s.confirm_days, s.referral_horizon_days) == (
+        90,
+        30,
+        7,
+        365,
+    )
+    assert str(s.fx_rates["GBP"]) == "1.17" and str(s.hourly_rate["onsite"]) == "120"
+    assert [(b.min_days, str(b.rate)) for b in s.provision_rate] == [
+        (1, "0.02"),
+        (31, "0.10"),
+        (61, "0.25"),
+        (91, "0.50"),
+        (181, "0.80"),
+    ]
+    assert (s.max_payload_bytes, s.max_future_skew_seconds, s.sweep_interval_seconds) == (
+        65536,
+        300,
+        60,
+    )
+    assert s.topics.dlq == "profitability-dlq" and s.topics.invoices == "invoice-overdue"
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "profitwatch.toml"
+    cfg.write_text('window_days = 60\ngrace_days = 3\n[topics]\norders = "shop-orders"\n')
+    monkeypatch.setenv("PROFITWATCH_WINDOW_DAYS", "30")
+    monkeypatch.setenv("PROFITWATCH_FX_RATES", '{"EUR": "1", "SEK": "0.087"}')
+    s = load_settings(cfg)
+    assert (s.window_days, s.grace_days, s.topics.orders) == (30, 3, "shop-orders")
+    assert str(s.fx_rates["SEK"]) == "0.087"
+
+
+def test_bad_settings_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        load_settings(tmp_path / "missing.toml")
+    with pytest.raises(ValueError):
+        Settings(reporting_currency="JPY")
+    with pytest.raises(ValueError):
+        Settings(provision_rate=[{"min_days": 5, "rate": "0.1"}])
+    with pytest.raises(ValueError):
+        Settings(fx_rates={"EUR": "0"})
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.text(min_size=1, max_size=128), st.integers(0, 3)),
+        max_size=40,
+        unique_by=lambda t: t[0],
+    )
+)
+def test_remembered_ids_round_trip_whatever_their_characters(ids: list[tuple[str, int]]) -> None:
+    from models.ledger import CustomerState
+
+    s = CustomerState("c")
+    mark = 0
+    for event_id, step in ids:  # marks never decrease in a real state
+        mark += step
+        s.seen[event_id] = mark
+    restored = codec.loads(codec.dumps(s))
+    assert restored.seen == s.seen
+    assert list(restored.seen) == list(s.seen)  # expiry order survives too
+
+
+def test_sequential_ids_are_front_coded() -> None:
+    from models.ledger import CustomerState
+
+    s = CustomerState("c")
+    for i in range(100):
+        s.seen[f"order-event-{i:08d}"] = 40_000
+    assert len(codec.dumps(s)) < 100 * 6  # not 100 x 21 characters
