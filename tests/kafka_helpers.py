@@ -1,0 +1,179 @@
+"""Small Kafka helpers for tests against a real broker (tansu, testcontainers or external).
+
+Every helper has a sync form (``create_topics``, ``produce``, ``read_topic``) for plain
+tests and an async form (``aproduce``, ``aread_topic``) for ``async def`` tests, where
+``asyncio.run`` is not allowed. Every wait is bounded.
+
+On tansu, ``end_offsets()``/``seek_to_end()`` are unreliable (ListOffsets "latest" can
+point inside the last batch), so ``read_topic`` always reads from the beginning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+Headers = Sequence[tuple[str, bytes]]
+# (topic, key, value, headers)
+OutRecord = tuple[str, bytes | None, bytes, Headers | None]
+
+
+@dataclass(frozen=True)
+class Record:
+    """A record as read back from a topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    timestamp: int | None = None
+
+
+@dataclass(frozen=True)
+class Sent:
+    """Where a produced record landed."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+def create_topics(
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int = 4,
+    configs: Mapping[str, str] | None = None,
+) -> None:
+    """Create each topic (replication factor 1); an existing topic is left as it is."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="profitwatch-tests")
+    try:
+        for name in names:
+            topic = NewTopic(name, partitions, 1, topic_configs=dict(configs or {}))
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics([topic])
+    finally:
+        admin.close()
+
+
+async def aproduce(bootstrap: str, records: Iterable[OutRecord], pace_s: float = 0.0) -> list[Sent]:
+    """Send the records in order and wait for every acknowledgement.
+
+    With ``pace_s > 0`` each send is acknowledged before the next, ``pace_s`` apart
+    (records then arrive one per batch, like a live upstream). Without, they are batched.
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = []
+        sent: list[Sent] = []
+        for topic, key, value, headers in records:
+            fut = await producer.send(topic, value=value, key=key, headers=list(headers or []))
+            if pace_s > 0:
+                md = await fut
+                sent.append(Sent(md.topic, md.partition, md.offset))
+                await asyncio.sleep(pace_s)
+            else:
+                futures.append(fut)
+        for md in await asyncio.gather(*futures):
+            sent.append(Sent(md.topic, md.partition, md.offset))
+        return sent
+    finally:
+        await producer.stop()
+
+
+def produce(bootstrap: str, records: Iterable[OutRecord], pace_s: float = 0.0) -> list[Sent]:
+    """Sync form of :func:`aproduce`."""
+    return asyncio.run(aproduce(bootstrap, records, pace_s))
+
+
+async def aread_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    expected: int | None = None,
+    idle_s: float = 2.0,
+    timeout_s: float = 60.0,
+) -> list[Record]:
+    """Every record of ``topic`` from the beginning of each partition, without a group.
+
+    With ``expected``, returns as soon as that many records are in (plus any already
+    fetched with them); otherwise once nothing new arrived for ``idle_s``. Either way it
+    returns what it has after ``timeout_s`` (so the caller's assertion shows the shortfall).
+    A topic that does not exist yet is waited for within the same time limit.
+    Records come sorted by (partition, offset).
+    """
+    deadline = time.monotonic() + timeout_s
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    records: list[Record] = []
+    try:
+        partitions: set[int] = set()
+        while True:
+            cluster = await consumer._client.fetch_all_metadata()
+            partitions = cluster.partitions_for_topic(topic) or set()
+            if partitions or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.1)
+        if not partitions:
+            return records
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        last_new = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if expected is None and now - last_new >= idle_s:
+                break
+            if expected is not None and len(records) >= expected:
+                break
+            wait_ms = int(max(1, min(200, (deadline - now) * 1000)))
+            batch = await consumer.getmany(timeout_ms=wait_ms, max_records=10_000)
+            for recs in batch.values():
+                for r in recs:
+                    records.append(
+                        Record(
+                            topic=r.topic,
+                            partition=r.partition,
+                            offset=r.offset,
+                            key=r.key,
+                            value=r.value,
+                            headers=[(k, bytes(v)) for k, v in (r.headers or ())],
+                            timestamp=r.timestamp,
+                        )
+                    )
+                    last_new = time.monotonic()
+    finally:
+        await consumer.stop()
+    records.sort(key=lambda r: (r.partition, r.offset))
+    return records
+
+
+def read_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    expected: int | None = None,
+    idle_s: float = 2.0,
+    timeout_s: float = 60.0,
+) -> list[Record]:
+    """Sync form of :func:`aread_topic`."""
+    return asyncio.run(
+        aread_topic(bootstrap, topic, expected=expected, idle_s=idle_s, timeout_s=timeout_s)
+    )
