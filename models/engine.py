@@ -46,7 +46,7 @@ from models.ledger import (
     advance,
 )
 from models.money import ZERO, exact, money_str
-from models.outputs import Alert, Figures, OpenInvoices, Referrals, Snapshot
+from models.outputs import Alert, Snapshot, figures_wire
 from models.settings import Settings
 from models.timeutil import US_PER_DAY, day_of, iso, to_us
 
@@ -345,30 +345,37 @@ class ProfitModel:
 
     # ---- section 6: the snapshot ---------------------------------------------------
 
-    def snapshot(self, state: CustomerState) -> Snapshot:
+    def snapshot_wire(self, state: CustomerState) -> dict[str, Any]:
+        """The snapshot as its JSON value, built without validation: the service
+        sends one per applied record, so this is on the hot path. `snapshot()`
+        is the same, validated against the `Snapshot` model."""
         open_count, open_amount, open_provision = 0, ZERO, ZERO
         for inv in state.invoices.values():
             if inv.status == "overdue":
                 open_count += 1
                 open_amount += inv.amount_due
                 open_provision += inv.provision
-        return Snapshot(
-            customer_id=state.customer_id,
-            status=state.status,
-            as_of=iso(state.as_of) or "",
-            window_days=self.window_days,
-            trailing=Figures.of(state.trailing),
-            lifetime=Figures.of(state.lifetime),
-            revenue_change=revenue_change(state.trailing[REV], state.prev_revenue),
-            open_invoices=OpenInvoices(
-                count=open_count,
-                amount_due=money_str(open_amount),
-                provision=money_str(open_provision),
-            ),
-            referrals=Referrals(
-                referred_customers=len(state.referred), referred_by=state.referred_by
-            ),
-            first_seen=iso(state.first_seen) or "",
-            last_event_at=iso(state.last_event_at) or "",
-            events_applied=state.events_applied,
-        )
+        return {
+            "customer_id": state.customer_id,
+            "status": state.status,
+            "as_of": iso(state.as_of) or "",
+            "window_days": self.window_days,
+            "trailing": figures_wire(state.trailing),
+            "lifetime": figures_wire(state.lifetime),
+            "revenue_change": revenue_change(state.trailing[REV], state.prev_revenue),
+            "open_invoices": {
+                "count": open_count,
+                "amount_due": money_str(open_amount),
+                "provision": money_str(open_provision),
+            },
+            "referrals": {
+                "referred_customers": len(state.referred),
+                "referred_by": state.referred_by,
+            },
+            "first_seen": iso(state.first_seen) or "",
+            "last_event_at": iso(state.last_event_at) or "",
+            "events_applied": state.events_applied,
+        }
+
+    def snapshot(self, state: CustomerState) -> Snapshot:
+        return Snapshot.model_validate(self.snapshot_wire(state))

@@ -40,10 +40,14 @@ class Figures(_Out):
 
     @classmethod
     def of(cls, v: list[Decimal]) -> Figures:
-        values = {name: money_str(v[i]) for i, name in enumerate(COMPONENTS)}
-        values["direct_profit"] = money_str(direct_profit(v))
-        values["net_profit"] = money_str(net_profit(v))
-        return cls(**values)
+        return cls(**figures_wire(v))
+
+
+def figures_wire(v: list[Decimal]) -> dict[str, str]:
+    values = {name: money_str(v[i]) for i, name in enumerate(COMPONENTS)}
+    values["direct_profit"] = money_str(direct_profit(v))
+    values["net_profit"] = money_str(net_profit(v))
+    return values
 
 
 class OpenInvoices(_Out):

@@ -12,7 +12,7 @@ import itertools
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -33,6 +33,8 @@ class Topics(BaseModel):
     tickets: str = "support-tickets"
     referrals: str = "referrals"
     sales_activities: str = "sales-activities"
+    # the service's own: re-keyed records, referral links and credits, sweep ticks
+    internal: str = "profitwatch-internal"
     alerts: str = "profitability-alerts"
     snapshots: str = "profitability-snapshots"
     dlq: str = "profitability-dlq"
@@ -115,13 +117,24 @@ class Settings(BaseSettings):
 
     # --- the service (streams/) ---
     kafka_bootstrap_servers: str = Field(
-        default="",
+        default="localhost:9092",
         validation_alias=AliasChoices(
             "PROFITWATCH_KAFKA_BOOTSTRAP_SERVERS",
             "KAFKA_BOOTSTRAP_SERVERS",
             "kafka_bootstrap_servers",
         ),
     )
+    # "kafka" for a real cluster; "tansu" for the embedded broker, whose quirks need
+    # other client settings (see streams/app.py).
+    broker_kind: Literal["kafka", "tansu"] = "kafka"
+    app_id: str = "profitwatch"
+    partitions: int = Field(default=4, ge=1)  # every topic the service reads: co-partitioned
+    replication_factor: int = Field(default=1, ge=1)
+    data_dir: Path = Path("data")
+    store: str = "rocksdb://"  # "memory://" for tests
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    web_bind: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=0, le=65535)
 
     @field_validator("fx_rates")
     @classmethod

@@ -1,0 +1,103 @@
+"""The Faust wiring: topics, the customer table, thin agents and the sweep timer.
+
+Agents only move records between Faust and the `Processor` (decode -> engine ->
+table -> send); everything they decide is in streams/processor.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import faust
+
+from models.settings import Settings
+from models.timeutil import now_us
+from streams.app import create_app
+from streams.processor import Headers, Processor
+
+log = logging.getLogger(__name__)
+
+TABLE_NAME = "customers"
+
+
+class Service:
+    """One worker's app, built from settings (nothing happens until the app runs)."""
+
+    def __init__(self, settings: Settings, **app_overrides: Any) -> None:
+        self.settings = settings
+        self.app = app = create_app(settings, **app_overrides)
+        t, n = settings.topics, settings.partitions
+        # Raw bytes in and out: the processor decodes (and dead-letters) input itself,
+        # so a malformed value can never crash an agent inside Faust's deserialiser.
+        raw: dict[str, Any] = {
+            "key_type": bytes,
+            "value_type": bytes,
+            "key_serializer": "raw",
+            "value_serializer": "raw",
+            "partitions": n,
+        }
+        self.input_topic = app.topic(*t.input_kinds(), **raw)
+        self.internal_topic = app.topic(t.internal, **raw)
+        self.out: dict[str, faust.types.TopicT] = {
+            name: app.topic(name, **raw) for name in (t.alerts, t.snapshots, t.dlq)
+        }
+        self.out[t.internal] = self.internal_topic
+        # Raw bytes both ways: the changelog key must be the same bytes the input
+        # topics are partitioned by, or table routing asks the wrong worker.
+        self.table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=n)
+        self.processor = Processor(settings, self.table, self._send)
+
+        async def ingest(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+            on_input = self.processor.on_input
+            async for event in stream.events():
+                m = event.message
+                on_input(m.topic, m.partition, m.offset, event.key, event.value)
+                yield None
+
+        async def internal(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+            on_internal = self.processor.on_internal
+            async for event in stream.events():
+                m = event.message
+                on_internal(m.partition, m.offset, event.key, event.value)
+                yield None
+
+        self.ingest = app.agent(self.input_topic, name="ingest")(ingest)
+        self.internal = app.agent(self.internal_topic, name="internal")(internal)
+
+        if settings.sweep_interval_seconds > 0:
+            app.timer(settings.sweep_interval_seconds, name="sweep")(self._sweep_tick)
+        app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+
+    def _send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Headers | None,
+        partition: int | None,
+    ) -> None:
+        # send_soon: no await inside the processor, so a record's read-modify-write
+        # of its customer's state is never interleaved with another agent's.
+        self.out[topic].send_soon(key=key, value=value, headers=headers, partition=partition)
+
+    async def _sweep_tick(self) -> None:
+        """Ask each of this worker's internal partitions to sweep itself: the sweep
+        then runs inside that partition's stream, where table writes belong."""
+        request = self.processor.sweep_request(now_us())
+        internal = self.settings.topics.internal
+        for tp in sorted(self.app.assignor.assigned_actives()):
+            if tp.topic == internal:
+                await self.internal_topic.send(value=request, partition=tp.partition)
+
+    async def _on_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        self.processor.forget()
+
+
+def worker_argv(extra: list[str], *, loglevel: str = "info") -> list[str]:
+    """Faust's own `worker` command line, with every Faust option still reachable."""
+    argv = ["worker"]
+    if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in extra):
+        argv += ["-l", loglevel]
+    return argv + extra

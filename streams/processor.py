@@ -1,0 +1,268 @@
+"""What the agents do with a record, without Faust: decode -> engine -> table -> outputs.
+
+The agents (streams/agents.py) hand every record to a `Processor` and give it two
+things: the table (a mapping of customer id bytes -> state bytes) and a `send`
+function. Keeping Faust out of here makes the whole path testable with a dict and a
+list, and keeps every step of one record free of `await`, so two agents can never
+interleave between reading a customer's state and writing it back.
+
+Co-partitioning. Every topic the service reads has the same partition count and is
+keyed by customer id with Kafka's default (murmur2) partitioner, so a customer's
+records, its table entry (Faust writes the changelog to the record's partition) and
+its internal records all live on one partition number. A record whose key is not its
+customer id, or that sits on the wrong partition, is re-keyed through the internal
+topic before it touches state.
+
+Internal topic records (JSON, key = target customer id):
+    {"k": "event",  "topic": input topic, "value": raw value text}   re-keyed input
+    {"k": "link",   "referred", "referrer", "at", "id"}             referral -> referred
+    {"k": "credit", "id", "referrer", "amount", "at"}               credit -> referrer
+    {"k": "sweep",  "as_of"}                                        sweep this partition
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, MutableMapping
+from decimal import Decimal
+from typing import Any
+
+from kafka.partitioner.default import murmur2
+
+from models import codec
+from models.deadletter import dead_letter, kip1034_headers
+from models.decode import Decoder
+from models.engine import ProfitModel, ReferralCredit, ReferralLink, StepResult
+from models.errors import RejectedRecord, StateFormatError
+from models.events import Event
+from models.ledger import CustomerState
+from models.settings import Settings
+from models.timeutil import iso, now_us
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+# send(topic, key, value, headers, partition)
+Send = Callable[[str, bytes | None, bytes, Headers | None, int | None], None]
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2), as every client's producer uses it."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def _dumps(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class Processor:
+    """One per worker: the engine, a read cache over the table, and the outputs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        table: MutableMapping[bytes, bytes],
+        send: Send,
+        *,
+        clock: Callable[[], int] = now_us,
+    ) -> None:
+        self.settings = settings
+        self.topics = settings.topics
+        self.model = ProfitModel(settings)
+        self.decoder = Decoder(settings)
+        self.table = table
+        self.send = send
+        self.clock = clock
+        self.partitions = settings.partitions
+        # Decoded states of this worker's customers. The table stays the source of
+        # truth (every change is written through); the cache only saves decoding the
+        # state on every record, and is dropped whenever partitions are revoked.
+        self.cache: dict[bytes, CustomerState] = {}
+        self.outcomes: Counter[tuple[str, str]] = Counter()  # (topic, outcome)
+        self.rejections: Counter[tuple[str, str]] = Counter()  # (topic, code)
+        self.alerts: Counter[str] = Counter()
+
+    # ---- inputs ----------------------------------------------------------------------
+
+    def on_input(
+        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+    ) -> None:
+        """A record of one of the five input topics."""
+        raw = value if value is not None else b""
+        try:
+            event, at = self.decoder.decode_at(topic, raw, now_us=self.clock())
+        except RejectedRecord as rej:
+            self._reject(rej, topic, partition, offset, key, raw)
+            return
+        cid = event.customer_id.encode("utf-8")
+        if key != cid or partition != partition_for(cid, self.partitions):
+            # The key is not trusted: re-key by the customer in the value.
+            envelope = {"k": "event", "topic": topic, "value": raw.decode("utf-8")}
+            self.send(self.topics.internal, cid, _dumps(envelope), None, None)
+            self.outcomes[(topic, "rekeyed")] += 1
+            return
+        self._apply(topic, cid, event, at)
+
+    def on_internal(self, partition: int, offset: int, key: bytes | None, value: bytes) -> None:
+        """A record of the internal topic (see the module docstring)."""
+        topic = self.topics.internal
+        try:
+            rec = json.loads(value)
+            kind = rec["k"]
+            if kind == "event":
+                self._on_rekeyed(rec, partition, offset, key)
+            elif kind == "link":
+                link = ReferralLink(rec["referred"], rec["referrer"], int(rec["at"]), rec["id"])
+                self._apply(topic, link.referred_id.encode("utf-8"), link)
+            elif kind == "credit":
+                credit = ReferralCredit(
+                    rec["id"], rec["referrer"], Decimal(rec["amount"]), int(rec["at"])
+                )
+                self._apply(topic, credit.referrer_id.encode("utf-8"), credit)
+            elif kind == "sweep":
+                self.sweep_partition(partition, int(rec["as_of"]))
+            else:
+                raise ValueError(f"unknown internal record kind {kind!r}")
+        except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+            # Only this service writes the topic, so this is a bug, never input:
+            # keep it (DLQ) and go on rather than stop the partition.
+            log.error("malformed internal record at %s[%s]@%s: %r", topic, partition, offset, exc)
+            rej = RejectedRecord("schema_violation", f"malformed internal record: {exc!r}")
+            self._reject(rej, topic, partition, offset, key, value)
+
+    def _on_rekeyed(
+        self, rec: dict[str, Any], partition: int, offset: int, key: bytes | None
+    ) -> None:
+        topic, raw = rec["topic"], rec["value"].encode("utf-8")
+        try:
+            event, at = self.decoder.decode_at(topic, raw, now_us=self.clock())
+        except RejectedRecord as rej:  # e.g. the clock moved: judged again, as on arrival
+            self._reject(rej, topic, partition, offset, key, raw)
+            return
+        cid = event.customer_id.encode("utf-8")
+        if partition != partition_for(cid, self.partitions):
+            raise ValueError("re-keyed record on the wrong partition (partition counts differ?)")
+        self._apply(topic, cid, event, at)
+
+    # ---- state -------------------------------------------------------------------------
+
+    def state(self, cid: bytes) -> CustomerState:
+        s = self.cache.get(cid)
+        if s is None:
+            raw = self.table.get(cid)
+            if raw is None:
+                s = CustomerState(cid.decode("utf-8"))
+            else:
+                try:
+                    s = codec.loads(raw)
+                except StateFormatError:
+                    # Refuse to guess: a state this version cannot read stops the worker
+                    # rather than be overwritten with an empty one.
+                    log.critical("unreadable state for customer %r", cid)
+                    raise
+            self.cache[cid] = s
+        return s
+
+    def _apply(
+        self,
+        topic: str,
+        cid: bytes,
+        record: Event | ReferralLink | ReferralCredit,
+        at: int | None = None,
+    ) -> None:
+        state = self.state(cid)
+        if isinstance(record, (ReferralLink, ReferralCredit)):
+            result = self.model.apply(state, record)
+        else:
+            result = self.model.apply_event(state, record, at)
+        self.outcomes[(topic, result.outcome)] += 1
+        if result.outcome == "applied":
+            self.table[cid] = codec.dumps(state)
+        self._emit(cid, state, result)
+
+    def _emit(self, cid: bytes, state: CustomerState, result: StepResult) -> None:
+        if result.alert is not None:
+            self.alerts[result.alert.kind] += 1
+            self.send(self.topics.alerts, cid, _dumps(result.alert.to_wire()), None, None)
+        if result.outcome in ("applied", "duplicate") and state.has_own_events:
+            # Also after a duplicate: a redelivery after a crash re-sends the
+            # snapshot the crash may have swallowed, so the compacted topic's latest
+            # value per key always equals the table.
+            snap = _dumps(self.model.snapshot_wire(state))
+            self.send(self.topics.snapshots, cid, snap, None, None)
+        fwd = result.forward
+        if fwd is None:
+            return
+        if isinstance(fwd, ReferralLink):
+            target = fwd.referred_id
+            rec: dict[str, Any] = {
+                "k": "link",
+                "referred": fwd.referred_id,
+                "referrer": fwd.referrer_id,
+                "at": fwd.occurred_at,
+                "id": fwd.event_id,
+            }
+        else:
+            target = fwd.referrer_id
+            rec = {
+                "k": "credit",
+                "id": fwd.credit_id,
+                "referrer": fwd.referrer_id,
+                "amount": format(fwd.amount, "f"),  # plain notation, exact
+                "at": fwd.occurred_at,
+            }
+        self.send(self.topics.internal, target.encode("utf-8"), _dumps(rec), None, None)
+
+    def _reject(
+        self,
+        rej: RejectedRecord,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        raw: bytes,
+    ) -> None:
+        self.outcomes[(topic, "rejected")] += 1
+        self.rejections[(topic, rej.code)] += 1
+        letter = dead_letter(
+            rej,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            original=raw,
+            received_at=iso(self.clock()) or "",
+        )
+        dlq_key = rej.customer_id.encode("utf-8") if rej.customer_id else key
+        self.send(self.topics.dlq, dlq_key, _dumps(letter.to_wire()), kip1034_headers(letter), None)
+
+    # ---- sweep -------------------------------------------------------------------------
+
+    def sweep_partition(self, partition: int, as_of: int) -> int:
+        """Re-evaluate every customer of one partition at `as_of` (spec section 4)."""
+        swept = 0
+        for cid in self._keys_of(partition):
+            state = self.state(cid)
+            before = (state.as_of, state.status, state.below_since, state.day)
+            result = self.model.sweep(state, as_of)
+            if (state.as_of, state.status, state.below_since, state.day) != before:
+                self.table[cid] = codec.dumps(state)
+                if result.alert is not None:
+                    self.alerts[result.alert.kind] += 1
+                    self.send(self.topics.alerts, cid, _dumps(result.alert.to_wire()), None, None)
+                snap = _dumps(self.model.snapshot_wire(state))
+                self.send(self.topics.snapshots, cid, snap, None, None)
+            swept += 1
+        return swept
+
+    def _keys_of(self, partition: int) -> Iterable[bytes]:
+        keys = set(self.table.keys()) | set(self.cache)
+        return sorted(k for k in keys if partition_for(k, self.partitions) == partition)
+
+    def sweep_request(self, as_of: int) -> bytes:
+        return _dumps({"k": "sweep", "as_of": as_of})
+
+    def forget(self) -> None:
+        """Drop the cache (partitions were revoked: their states may move)."""
+        self.cache.clear()

@@ -1,0 +1,91 @@
+"""Every topic the service needs, created at start-up with explicit configs.
+
+- the five inputs: owned upstream; created if missing, so a fresh cluster works;
+- `profitwatch-internal`: re-keyed records, referral links and credits, sweep ticks;
+- `profitability-alerts`, `profitability-dlq`: delete policy;
+- `profitability-snapshots`: `cleanup.policy=compact`, the latest snapshot per customer.
+
+All have `settings.partitions` partitions.
+
+Faust creates its own: `<app_id>-customers-changelog` (compacted, the table) and
+`<app_id>-__assignor-__leader`. All inputs, the internal topic and the changelog must
+have the same partition count (co-partitioning, see streams/processor.py); an existing
+topic with another count stops the worker at start-up instead of mis-routing state.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from models.errors import ConfigError
+from models.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    configs: dict[str, str] = field(default_factory=dict)
+    co_partitioned: bool = True
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    t, n = settings.topics, settings.partitions
+    specs = [TopicSpec(name, n) for name in settings.topics.input_kinds()]
+    specs += [
+        TopicSpec(t.internal, n),
+        TopicSpec(t.alerts, n, co_partitioned=False),
+        TopicSpec(t.snapshots, n, {"cleanup.policy": "compact"}, co_partitioned=False),
+        TopicSpec(t.dlq, n, co_partitioned=False),
+    ]
+    return specs
+
+
+def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
+    """Create missing topics; check the partition count of existing co-partitioned ones.
+    Returns the names created."""
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+        client_id=f"{settings.app_id}-admin",
+        request_timeout_ms=int(timeout_s * 1000),
+    )
+    created: list[str] = []
+    try:
+        specs = topic_specs(settings)
+        existing = {
+            d["topic"] if "topic" in d else d["name"]: len(d["partitions"])
+            for d in admin.describe_topics()
+        }
+        for spec in specs:
+            have = existing.get(spec.name)
+            if have is None:
+                try:
+                    admin.create_topics(
+                        [
+                            NewTopic(
+                                spec.name,
+                                spec.partitions,
+                                settings.replication_factor,
+                                topic_configs=spec.configs,
+                            )
+                        ]
+                    )
+                    created.append(spec.name)
+                except TopicAlreadyExistsError:
+                    pass  # another worker won the race
+            elif spec.co_partitioned and have != spec.partitions:
+                raise ConfigError(
+                    f"topic {spec.name} has {have} partitions, the service needs "
+                    f"{spec.partitions} (settings.partitions) on every topic it reads"
+                )
+    finally:
+        admin.close()
+    if created:
+        log.info("created topics: %s", ", ".join(created))
+    return created
