@@ -63,6 +63,53 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace, faust_args: list[str]) -> int:
+    """The production entry point: a Faust worker (Faust's own options pass through)."""
+    import logging
+
+    from streams.agents import Service, worker_argv
+    from streams.topics import ensure_topics
+
+    settings = _settings(args)
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
+    )
+    ensure_topics(settings)
+    service = Service(settings)
+    sys.argv = ["profitwatch worker", *worker_argv(faust_args)]
+    service.app.main()  # runs until stopped; exits the process itself
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from streams.broker import run_foreground
+
+    return run_foreground(args.host, args.port)
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from streams.produce import produce_file
+
+    settings = _settings(args)
+    n = produce_file(args.file, settings, pace_s=args.pace_ms / 1000.0)
+    print(f"produced {n} records to {settings.kafka_bootstrap_servers}", file=sys.stderr)
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from streams.tail import tail
+
+    settings = _settings(args)
+    topics = args.topics or [settings.topics.alerts, settings.topics.snapshots, settings.topics.dlq]
+    return tail(
+        settings,
+        topics,
+        from_beginning=args.from_beginning,
+        idle_timeout_s=args.idle_timeout,
+        max_records=args.max_records,
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """A generated year of business through the engine, alerts printed as they fire."""
     import time
@@ -140,6 +187,32 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--config", help="TOML settings file")
     d.set_defaults(func=cmd_demo)
 
+    w = sub.add_parser(
+        "worker",
+        help="run the streaming service (a Faust worker; Faust's worker options pass through)",
+    )
+    w.add_argument("--config", help="TOML settings file")
+    w.set_defaults(func=cmd_worker)
+
+    b = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (tansu)")
+    b.add_argument("--host", default="127.0.0.1")
+    b.add_argument("--port", type=int, default=9092)
+    b.set_defaults(func=cmd_broker)
+
+    pr = sub.add_parser("produce", help="send replay-format records to Kafka (backfills)")
+    pr.add_argument("file", help="replay-format JSONL file, or - for stdin")
+    pr.add_argument("--config", help="TOML settings file")
+    pr.add_argument("--pace-ms", type=float, default=0.0, help="wait for each ack, then this long")
+    pr.set_defaults(func=cmd_produce)
+
+    t = sub.add_parser("tail", help="print output topics as replay-format lines")
+    t.add_argument("topics", nargs="*", help="default: alerts, snapshots and DLQ topics")
+    t.add_argument("--config", help="TOML settings file")
+    t.add_argument("--from-beginning", action="store_true")
+    t.add_argument("--idle-timeout", type=float, default=None, help="stop after this long idle")
+    t.add_argument("--max-records", type=int, default=None)
+    t.set_defaults(func=cmd_tail)
+
     s = sub.add_parser("schema", help="JSON Schema of the input events (and outputs)")
     s.add_argument(
         "event", nargs="?", help="one of: order, invoice, ticket, referral, sales_activity"
@@ -152,10 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from streams.process import tune_gc
 
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv[:1] == ["worker"]:
+        args, faust_args = parser.parse_known_args(argv)
+    else:
+        args, faust_args = parser.parse_args(argv), []
     tune_gc()
     try:
-        return int(args.func(args))
+        if args.command == "worker":
+            return cmd_worker(args, faust_args)
+        code: int = args.func(args)  # every command returns an exit code
+        return code
     except BrokenPipeError:  # `profitwatch replay … | head` is fine
         return 0
 
