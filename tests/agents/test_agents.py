@@ -1,0 +1,78 @@
+"""The Faust agents themselves, with `agent.test_context()` and the memory store
+(faust's testing guide): records go in through the agent, the table and the sends
+are checked. No broker: the processor's send is replaced by a list."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models import codec
+from models.settings import Settings
+from streams.agents import Service
+from streams.processor import partition_for
+from tests.builders import order
+
+Sent = list[tuple[str, bytes | None, bytes, Any, int | None]]
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[Service, Sent]]:
+    settings = Settings(
+        store="memory://",
+        data_dir=tmp_path,
+        kafka_bootstrap_servers="127.0.0.1:9",  # never contacted
+        sweep_interval_seconds=0,
+    )
+    svc = Service(settings)
+    svc.app.finalize()
+    svc.app.conf.store = "memory://"
+    sent: Sent = []
+    svc.processor.send = lambda t, k, v, h, p: sent.append((t, k, v, h, p))
+    yield svc, sent
+
+
+def envelope(topic: str, value: dict[str, Any]) -> bytes:
+    return json.dumps({"k": "event", "topic": topic, "value": json.dumps(value)}).encode()
+
+
+async def test_internal_agent_applies_a_rekeyed_event_to_the_table(service: Any) -> None:
+    svc, sent = service
+    topic, value = order("c1", "2026-01-05", 100, 40)
+    part = partition_for(b"c1", svc.settings.partitions)
+    async with svc.internal.test_context() as agent:
+        await agent.put(envelope(topic, value), key=b"c1", partition=part)
+    state = codec.loads(svc.table[b"c1"])
+    assert state.events_applied == 1 and state.lifetime[0] == 100
+    assert [t for t, *_ in sent] == ["profitability-snapshots"]
+
+
+async def test_internal_agent_links_and_credits(service: Any) -> None:
+    svc, sent = service
+    link = {"k": "link", "referred": "b", "referrer": "a", "at": 1_767_000_000_000_000, "id": "r1"}
+    async with svc.internal.test_context() as agent:
+        await agent.put(json.dumps(link).encode(), key=b"b",
+                        partition=partition_for(b"b", svc.settings.partitions))
+        topic, value = order("b", "2026-01-05", 100, 0, event_id="o1")
+        await agent.put(envelope(topic, value), key=b"b",
+                        partition=partition_for(b"b", svc.settings.partitions))
+    assert codec.loads(svc.table[b"b"]).referred_by == "a"
+    credits = [json.loads(v) for t, k, v, _, _ in sent if t == "profitwatch-internal"]
+    assert credits == [{"k": "credit", "id": "o1:referral", "referrer": "a", "amount": "10",
+                        "at": credits[0]["at"]}]
+
+
+async def test_ingest_agent_dead_letters_what_it_cannot_use(service: Any) -> None:
+    """test_context() delivers on a test channel, not on one of the five input topics:
+    the agent must treat that like any record of an unknown topic, not crash."""
+    svc, sent = service
+    async with svc.ingest.test_context() as agent:
+        await agent.put(b"{not json", key=b"x")
+        await agent.put(json.dumps(order("c1", "2026-01-05", 1, 1)[1]).encode(), key=b"c1")
+    codes = [json.loads(v)["error"]["code"] for t, _, v, _, _ in sent if t == "profitability-dlq"]
+    assert codes == ["malformed_json", "schema_violation"]
+    assert b"c1" not in svc.table

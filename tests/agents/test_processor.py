@@ -1,0 +1,190 @@
+"""The agents' logic without Faust: a dict for the table, a list for the topics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models import codec
+from models.deadletter import dump_json
+from models.replay import Replayer, read_records
+from models.settings import Settings
+from models.timeutil import to_us
+from streams.cli import _timestamp
+from streams.processor import Processor, partition_for
+from tests.builders import order, referral, sales
+
+SPEC = Path(__file__).resolve().parents[2].parent / "shared" / "spec"
+NOW = 1_790_000_000_000_000  # 2026-09-21: after every example event
+
+
+class Harness:
+    """A processor whose sends are collected; internal records can be pumped back in."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.table: dict[bytes, bytes] = {}
+        self.sent: list[tuple[str, bytes | None, bytes, Any, int | None]] = []
+        self.p = Processor(self.settings, self.table, self._send, clock=lambda: NOW)
+        self.offset = 0
+
+    def _send(
+        self, topic: str, key: bytes | None, value: bytes, headers: Any, partition: int | None
+    ) -> None:
+        self.sent.append((topic, key, value, headers, partition))
+
+    def feed(self, topic: str, value: Any, *, key: bytes | str | None = "auto") -> None:
+        raw = (
+            value
+            if isinstance(value, bytes)
+            else (value.encode() if isinstance(value, str) else dump_json(value).encode())
+        )
+        if key == "auto":
+            cid = value.get("customer_id") if isinstance(value, dict) else None
+            key = cid.encode() if cid else None
+        part = partition_for(key, self.settings.partitions) if isinstance(key, bytes) else 0
+        self.offset += 1
+        self.p.on_input(topic, part, self.offset, key if isinstance(key, bytes) else None, raw)
+
+    def pump(self) -> None:
+        """Deliver internal records (re-keyed, links, credits) as Kafka would."""
+        while True:
+            pending = [s for s in self.sent if s[0] == self.settings.topics.internal]
+            if not pending:
+                return
+            self.sent = [s for s in self.sent if s[0] != self.settings.topics.internal]
+            for _, key, value, _, partition in pending:
+                assert key is not None or partition is not None
+                part = (
+                    partition
+                    if partition is not None
+                    else partition_for(key or b"", self.settings.partitions)
+                )
+                self.offset += 1
+                self.p.on_internal(part, self.offset, key, value)
+
+    def out(self, topic: str) -> list[dict[str, Any]]:
+        return [json.loads(v) for t, _, v, _, _ in self.sent if t == topic]
+
+
+def test_a_good_record_updates_the_table_and_sends_a_snapshot() -> None:
+    h = Harness()
+    h.feed(*order("c1", "2026-01-05", 100, 40))
+    state = codec.loads(h.table[b"c1"])
+    assert state.events_applied == 1
+    snaps = h.out("profitability-snapshots")
+    assert [s["lifetime"]["revenue"] for s in snaps] == ["100.00"]
+    assert h.p.outcomes[("orders", "applied")] == 1
+
+
+def test_the_key_is_not_trusted_a_wrong_key_is_rekeyed() -> None:
+    h = Harness()
+    h.feed(*order("c1", "2026-01-05", 100, 40), key=b"someone-else")
+    assert h.table == {}  # nothing applied on the wrong partition
+    [(topic, key, value, _, _)] = h.sent
+    assert (topic, key) == ("profitwatch-internal", b"c1")
+    assert json.loads(value)["k"] == "event"
+    h.pump()
+    assert codec.loads(h.table[b"c1"]).events_applied == 1
+    assert h.p.outcomes[("orders", "rekeyed")] == 1 and h.p.outcomes[("orders", "applied")] == 1
+
+
+def test_a_missing_key_is_rekeyed_too() -> None:
+    h = Harness()
+    h.feed(*order("c1", "2026-01-05", 100, 40), key=None)
+    h.pump()
+    assert b"c1" in h.table
+
+
+def test_bad_input_goes_to_the_dlq_with_kip1034_headers() -> None:
+    h = Harness()
+    h.feed("orders", b"\xff{not json", key=b"k")
+    [(topic, key, value, headers, _)] = h.sent
+    assert topic == "profitability-dlq" and key == b"k"
+    letter = json.loads(value)
+    assert letter["error"]["code"] == "malformed_json" and letter["original_encoding"] == "base64"
+    assert dict(headers)["__streams.errors.exception"] == b"malformed_json"
+    assert dict(headers)["__streams.errors.topic"] == b"orders"
+
+
+def test_duplicates_resend_the_snapshot_but_change_nothing() -> None:
+    h = Harness()
+    topic, value = order("c1", "2026-01-05", 100, 40, event_id="x")
+    h.feed(topic, value)
+    before = h.table[b"c1"]
+    h.feed(topic, value)
+    assert h.table[b"c1"] == before
+    assert len(h.out("profitability-snapshots")) == 2
+    assert h.p.outcomes[("orders", "duplicate")] == 1
+
+
+def test_referrals_travel_across_partitions_as_links_and_credits() -> None:
+    h = Harness()
+    h.feed(*referral("a", "2026-01-10", "b"))
+    h.pump()
+    assert codec.loads(h.table[b"b"]).referred_by == "a"
+    h.feed(*order("b", "2026-01-15", 1000, 600, commission=50, event_id="ob"))
+    h.pump()
+    a = codec.loads(h.table[b"a"])
+    assert a.lifetime[7] == 35 and "ob:referral" in a.seen
+
+
+def test_sweep_runs_per_partition() -> None:
+    h = Harness()
+    h.feed(*order("c1", "2026-01-05", 1000, 100))
+    h.feed(*sales("c1", "2026-03-01", 10))
+    part = partition_for(b"c1", h.settings.partitions)
+    h.sent.clear()
+    may = to_us(_timestamp("2026-05-01T00:00:00Z"))  # the order aged out, the sales did not
+    assert h.p.sweep_partition((part + 1) % h.settings.partitions, may) == 0
+    assert h.p.sweep_partition(part, may) == 1
+    assert [a["kind"] for a in h.out("profitability-alerts")] == ["at_risk"]
+    assert codec.loads(h.table[b"c1"]).as_of == may
+
+
+def test_a_malformed_internal_record_is_kept_not_fatal() -> None:
+    h = Harness()
+    h.p.on_internal(0, 1, b"x", b'{"k": "mystery"}')
+    [(topic, _, value, _, _)] = h.sent
+    assert topic == "profitability-dlq"
+    assert json.loads(value)["error"]["topic"] == "profitwatch-internal"
+
+
+def test_an_unreadable_state_stops_rather_than_overwrites() -> None:
+    h = Harness()
+    h.table[b"c1"] = b'{"v": 99}'
+    with pytest.raises(Exception, match="version"):
+        h.feed(*order("c1", "2026-01-05", 100, 40))
+    assert h.table[b"c1"] == b'{"v": 99}'
+
+
+@pytest.mark.parametrize("forget_every", [0, 7])
+def test_the_mixed_example_gives_replays_figures(forget_every: int) -> None:
+    """Through the processor (cache dropped now and then, as on a rebalance), every
+    customer's final state equals replay's; DLQ codes match as a multiset."""
+    settings = Settings()
+    lines = (SPEC / "example-mixed.events.jsonl").read_bytes().splitlines()
+    r = Replayer(settings)
+    h = Harness(settings)
+    for n, topic, value, size in read_records(lines, settings.max_payload_bytes):
+        r.feed(topic, value, size=size)
+        if isinstance(value, str):
+            h.feed(topic, value, key=None)
+        else:
+            h.feed(topic, value)
+        h.pump()
+        if forget_every and n % forget_every == 0:
+            h.p.forget()
+    final = {cid: r.model.snapshot_wire(s) for cid, s in r.states.items() if s.has_own_events}
+    mine = {}
+    for key, raw in h.table.items():
+        s = codec.loads(raw)
+        if s.has_own_events:
+            mine[key.decode()] = h.p.model.snapshot_wire(s)
+    assert mine == final
+    assert sorted(d["error"]["code"] for d in h.out("profitability-dlq")) == sorted(
+        r.rejections.elements()
+    )
