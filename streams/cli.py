@@ -111,7 +111,23 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """A generated year of business through the engine, alerts printed as they fire."""
+    """The real service on an embedded broker; `--offline` replays through the engine."""
+    settings = _settings(args)
+    if args.offline:
+        return _offline_demo(args, settings)
+    from streams.demo import run_demo
+
+    return run_demo(
+        settings,
+        customers=args.customers,
+        days=args.days,
+        seed=args.seed,
+        seconds=args.seconds,
+        keep=args.keep,
+    )
+
+
+def _offline_demo(args: argparse.Namespace, settings: Settings) -> int:
     import time
     from collections import Counter
 
@@ -119,14 +135,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from models.replay import Replayer, read_records
     from streams.console import print_alert
 
-    settings = _settings(args)
     cfg = GeneratorConfig(customers=args.customers, days=args.days, seed=args.seed)
     r = Replayer(settings)
     lines = list(generate_lines(cfg))
     pause = args.seconds / max(len(lines), 1)
     print(
-        f"profitwatch demo: {len(lines)} events of {args.customers} customers over "
-        f"{args.days} days, replayed through the engine (no broker)\n"
+        f"profitwatch demo --offline: {len(lines)} events of {args.customers} customers "
+        f"over {args.days} days, replayed through the engine (no broker)\n"
     )
     statuses: Counter[str] = Counter()
     try:
@@ -183,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--customers", type=int, default=40)
     d.add_argument("--days", type=int, default=365)
     d.add_argument("--seed", type=int, default=7)
-    d.add_argument("--seconds", type=float, default=20.0, help="how long the year takes to play")
+    d.add_argument("--seconds", type=float, default=120.0, help="how long the year takes to play")
+    d.add_argument("--offline", action="store_true", help="no broker: replay through the engine")
+    d.add_argument("--keep", action="store_true", help="keep the demo's logs and data dir")
     d.add_argument("--config", help="TOML settings file")
     d.set_defaults(func=cmd_demo)
 
