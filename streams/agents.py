@@ -47,7 +47,10 @@ class Service:
         # Raw bytes both ways: the changelog key must be the same bytes the input
         # topics are partitioned by, or table routing asks the wrong worker.
         self.table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=n)
-        self.processor = Processor(settings, self.table, self._send)
+        self.processor = Processor(settings, self.table, self._send, coalesce_snapshots=True)
+        # Faust calls sensors' on_commit_initiated before it flushes the producer and
+        # commits offsets: the owed snapshots go out first (see Processor).
+        app.sensors.add(_FlushBeforeCommit(self.processor))
 
         async def ingest(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
             on_input = self.processor.on_input
@@ -93,6 +96,16 @@ class Service:
 
     async def _on_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         self.processor.forget()
+
+
+class _FlushBeforeCommit(faust.Sensor):
+    def __init__(self, processor: Processor) -> None:
+        super().__init__()
+        self.processor = processor
+
+    def on_commit_initiated(self, consumer: Any) -> Any:
+        self.processor.flush_snapshots()
+        return super().on_commit_initiated(consumer)
 
 
 def worker_argv(extra: list[str], *, loglevel: str = "info") -> list[str]:

@@ -48,6 +48,8 @@ async def test_internal_agent_applies_a_rekeyed_event_to_the_table(service: Any)
         await agent.put(envelope(topic, value), key=b"c1", partition=part)
     state = codec.loads(svc.table[b"c1"])
     assert state.events_applied == 1 and state.lifetime[0] == 100
+    assert sent == []  # the snapshot is owed until Faust commits
+    assert svc.processor.flush_snapshots() == 1
     assert [t for t, *_ in sent] == ["profitability-snapshots"]
 
 
@@ -55,15 +57,26 @@ async def test_internal_agent_links_and_credits(service: Any) -> None:
     svc, sent = service
     link = {"k": "link", "referred": "b", "referrer": "a", "at": 1_767_000_000_000_000, "id": "r1"}
     async with svc.internal.test_context() as agent:
-        await agent.put(json.dumps(link).encode(), key=b"b",
-                        partition=partition_for(b"b", svc.settings.partitions))
+        await agent.put(
+            json.dumps(link).encode(),
+            key=b"b",
+            partition=partition_for(b"b", svc.settings.partitions),
+        )
         topic, value = order("b", "2026-01-05", 100, 0, event_id="o1")
-        await agent.put(envelope(topic, value), key=b"b",
-                        partition=partition_for(b"b", svc.settings.partitions))
+        await agent.put(
+            envelope(topic, value), key=b"b", partition=partition_for(b"b", svc.settings.partitions)
+        )
     assert codec.loads(svc.table[b"b"]).referred_by == "a"
     credits = [json.loads(v) for t, k, v, _, _ in sent if t == "profitwatch-internal"]
-    assert credits == [{"k": "credit", "id": "o1:referral", "referrer": "a", "amount": "10",
-                        "at": credits[0]["at"]}]
+    assert credits == [
+        {
+            "k": "credit",
+            "id": "o1:referral",
+            "referrer": "a",
+            "amount": "10",
+            "at": credits[0]["at"],
+        }
+    ]
 
 
 async def test_ingest_agent_dead_letters_what_it_cannot_use(service: Any) -> None:

@@ -145,6 +145,23 @@ def test_sweep_runs_per_partition() -> None:
     assert codec.loads(h.table[b"c1"]).as_of == may
 
 
+def test_coalesced_snapshots_are_owed_once_per_customer_and_flushed() -> None:
+    h = Harness()
+    h.p.coalesce_snapshots = True
+    for i in range(3):
+        h.feed(*order("c1", f"2026-01-0{i + 1}", 100, 40))
+    h.feed(*order("c2", "2026-01-05", 100, 40))
+    assert h.out("profitability-snapshots") == []
+    assert h.p.flush_snapshots() == 2
+    snaps = h.out("profitability-snapshots")
+    assert [(s["customer_id"], s["events_applied"]) for s in snaps] == [("c1", 3), ("c2", 1)]
+    h.p.forget()  # a revoke pays what is owed too
+    h.feed(*order("c1", "2026-01-09", 1, 1))
+    h.p.forget()
+    assert h.out("profitability-snapshots")[-1]["events_applied"] == 4
+    assert h.p.flush_snapshots() == 0
+
+
 def test_a_malformed_internal_record_is_kept_not_fatal() -> None:
     h = Harness()
     h.p.on_internal(0, 1, b"x", b'{"k": "mystery"}')

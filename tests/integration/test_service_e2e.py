@@ -144,14 +144,7 @@ def test_service_equals_replay(kafka_bootstrap: str, service: Any, tmp_path: Pat
     n_ref = sum(1 for r in records if r["topic"] == "referrals")
     produce(kafka_bootstrap, [to_kafka(r) for r in mine[:n_ref]], pace_s=0.05)
     # let the referrals settle: the referrers' snapshots are out, the links are applied
-    after_referrals = expected(mine[:n_ref], settings).states
-    wait_for(
-        kafka_bootstrap,
-        settings,
-        {c: s.events_applied for c, s in after_referrals.items() if s.has_own_events},
-        timeout_s=60,
-    )
-    time.sleep(2.0)
+    settle_referrals(kafka_bootstrap, settings, mine[:n_ref])
     # one record at a time, each acknowledged, and never two records of one customer
     # close together (spec section 9's condition for comparable alerts). The spec
     # says ~50 ms; on tansu a consumer's fetch can take ~450 ms to return, and records
@@ -209,6 +202,26 @@ def test_service_equals_replay(kafka_bootstrap: str, service: Any, tmp_path: Pat
     assert set(table) >= set(want)
 
 
+def settle_referrals(bootstrap: str, settings: Settings, referrals: list[dict[str, Any]]) -> None:
+    """Wait until every referral is applied at its referrer and its link at the referred
+    customer (spec section 9: credits compare only once the referrals have settled)."""
+    after = expected(referrals, settings).states
+    wait_for(
+        bootstrap,
+        settings,
+        {c: s.events_applied for c, s in after.items() if s.has_own_events},
+        timeout_s=60,
+    )
+    links = {c: s.referred_by for c, s in after.items() if s.referred_by is not None}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        table = latest_states(bootstrap, f"{settings.app_id}-customers-changelog")
+        if all(c in table and table[c].referred_by == r for c, r in links.items()):
+            return
+        time.sleep(0.5)
+    raise AssertionError("referral links did not settle")
+
+
 def _replayed_alerts(records: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
     lines = [json.dumps(r, default=str).encode() for r in records]
     r = Replayer(settings)
@@ -249,7 +262,7 @@ def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(
     workers.append(first)
     first.start()
     produce(kafka_bootstrap, [to_kafka(r) for r in mine[:n_ref]], pace_s=0.05)
-    time.sleep(3.0)
+    settle_referrals(kafka_bootstrap, settings, mine[:n_ref])
     produce(kafka_bootstrap, [to_kafka(r) for r in mine[n_ref:]])  # as fast as it goes
 
     # kill it hard while it is in the middle of the stream
