@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from models.settings import Settings
 from models.timeutil import now_us
 from streams.app import create_app
+from streams.metrics import Metrics
 from streams.processor import Headers, Processor
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,11 @@ class Service:
         # Raw bytes both ways: the changelog key must be the same bytes the input
         # topics are partitioned by, or table routing asks the wrong worker.
         self.table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=n)
-        self.processor = Processor(settings, self.table, self._send, coalesce_snapshots=True)
+        self.metrics = Metrics()
+        self.processor = Processor(
+            settings, self.table, self._send, coalesce_snapshots=True, metrics=self.metrics
+        )
+        self.metrics.watch(self.processor.tallies)
         # Faust calls sensors' on_commit_initiated before it flushes the producer and
         # commits offsets: the owed snapshots go out first (see Processor).
         app.sensors.add(_FlushBeforeCommit(self.processor))
@@ -68,6 +74,21 @@ class Service:
 
         self.ingest = app.agent(self.input_topic, name="ingest")(ingest)
         self.internal = app.agent(self.internal_topic, name="internal")(internal)
+
+        @app.page("/metrics")
+        async def metrics(web: Any, request: Any) -> Any:
+            return web.bytes(self.metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
+
+        @app.page("/health")
+        async def health(web: Any, request: Any) -> Any:
+            return web.json({"status": "ok"})
+
+        @app.page("/ready")
+        async def ready(web: Any, request: Any) -> Any:
+            recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+            assigned = bool(app.assignor.assigned_actives())
+            body = {"ready": recovered and assigned, "recovered": recovered, "assigned": assigned}
+            return web.json(body, status=200 if body["ready"] else 503)
 
         if settings.sweep_interval_seconds > 0:
             app.timer(settings.sweep_interval_seconds, name="sweep")(self._sweep_tick)

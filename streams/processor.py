@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
 from collections.abc import Callable, Iterable, MutableMapping
 from decimal import Decimal
 from functools import lru_cache
+from time import perf_counter
 from typing import Any
 
 from kafka.partitioner.default import murmur2
@@ -41,6 +41,7 @@ from models.events import Event
 from models.ledger import CustomerState
 from models.settings import Settings
 from models.timeutil import iso, now_us
+from streams.metrics import Metrics, Tallies
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class Processor:
         *,
         clock: Callable[[], int] = now_us,
         coalesce_snapshots: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.topics = settings.topics
@@ -89,9 +91,12 @@ class Processor:
         # record's snapshot is out before its offset is, whatever crashes when.
         self.coalesce_snapshots = coalesce_snapshots
         self.owed: set[bytes] = set()
-        self.outcomes: Counter[tuple[str, str]] = Counter()  # (topic, outcome)
-        self.rejections: Counter[tuple[str, str]] = Counter()  # (topic, code)
-        self.alerts: Counter[str] = Counter()
+        self.metrics = metrics
+        self.tallies = Tallies()
+        self.outcomes = self.tallies.outcomes  # (topic, outcome)
+        self.rejections = self.tallies.rejections  # (topic, code)
+        self.alerts = self.tallies.alerts
+        self._statuses = self.tallies.statuses
 
     # ---- inputs ----------------------------------------------------------------------
 
@@ -99,6 +104,14 @@ class Processor:
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
     ) -> None:
         """A record of one of the five input topics."""
+        started = perf_counter()
+        self._on_input(topic, partition, offset, key, value)
+        if self.metrics is not None:
+            self.metrics.processing.observe(perf_counter() - started)
+
+    def _on_input(
+        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+    ) -> None:
         raw = value if value is not None else b""
         try:
             event, at = self.decoder.decode_at(topic, raw, now_us=self.clock())
@@ -172,6 +185,8 @@ class Processor:
                     log.critical("unreadable state for customer %r", cid)
                     raise
             self.cache[cid] = s
+            if s.has_own_events:
+                self._statuses[s.status] += 1
         return s
 
     def _apply(
@@ -182,6 +197,7 @@ class Processor:
         at: int | None = None,
     ) -> None:
         state = self.state(cid)
+        before = state.status if state.has_own_events else None
         if isinstance(record, (ReferralLink, ReferralCredit)):
             result = self.model.apply(state, record)
         else:
@@ -189,7 +205,18 @@ class Processor:
         self.outcomes[(topic, result.outcome)] += 1
         if result.outcome == "applied":
             self.table[cid] = codec.dumps(state)
+            self._count_status(before, state)
+            if at is not None and self.metrics is not None:
+                self.metrics.event_lag.observe(max(0.0, (self.clock() - at) / 1e6))
         self._emit(cid, state, result)
+
+    def _count_status(self, before: str | None, state: CustomerState) -> None:
+        after = state.status if state.has_own_events else None
+        if before != after:
+            if before is not None:
+                self._statuses[before] -= 1
+            if after is not None:
+                self._statuses[after] += 1
 
     def _emit(self, cid: bytes, state: CustomerState, result: StepResult) -> None:
         if result.alert is not None:
@@ -273,17 +300,21 @@ class Processor:
     def sweep_partition(self, partition: int, as_of: int) -> int:
         """Re-evaluate every customer of one partition at `as_of` (spec section 4)."""
         swept = 0
+        started = perf_counter()
         for cid in self._keys_of(partition):
             state = self.state(cid)
             before = (state.as_of, state.status, state.below_since, state.day)
             result = self.model.sweep(state, as_of)
             if (state.as_of, state.status, state.below_since, state.day) != before:
                 self.table[cid] = codec.dumps(state)
+                self._count_status(before[1], state)
                 if result.alert is not None:
                     self.alerts[result.alert.kind] += 1
                     self.send(self.topics.alerts, cid, _dumps(result.alert.to_wire()), None, None)
                 self._snapshot(cid, state)
             swept += 1
+        if self.metrics is not None:
+            self.metrics.sweep.observe(perf_counter() - started)
         return swept
 
     def _keys_of(self, partition: int) -> Iterable[bytes]:
@@ -297,3 +328,4 @@ class Processor:
         """Partitions were revoked (their states may move): pay what is owed, drop the cache."""
         self.flush_snapshots()
         self.cache.clear()
+        self._statuses.clear()

@@ -1,0 +1,127 @@
+"""Prometheus metrics (prometheus-client), following Prometheus naming; no customer
+id in any label.
+
+Counters are read from the processor's own tallies when Prometheus scrapes (a custom
+collector), so the per-record cost is a Counter increment the processor does anyway.
+Only the two latency histograms are observed per record.
+
+- profitwatch_input_records_total{topic, outcome}: outcome is applied, duplicate,
+  stale, rejected or rekeyed (a re-keyed record is counted again, with its final
+  outcome, under the internal topic);
+- profitwatch_rejected_records_total{topic, code};
+- profitwatch_alerts_total{kind};
+- profitwatch_customers{status} and profitwatch_table_customers: the customers this
+  worker holds decoded (all of its partitions' customers after the first sweep);
+- profitwatch_event_time_lag_seconds: wall clock − occurred_at of applied events;
+- profitwatch_processing_seconds: one record through the processor;
+- profitwatch_sweep_duration_seconds: one partition's sweep.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+# Event-time lag spans seconds (live) to years (backfills).
+LAG_BUCKETS = (
+    1,
+    5,
+    30,
+    60,
+    300,
+    900,
+    3600,
+    6 * 3600,
+    86400,
+    7 * 86400,
+    30 * 86400,
+    365 * 86400,
+    float("inf"),
+)
+PROCESSING_BUCKETS = (50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 50e-3, float("inf"))
+
+
+class Metrics:
+    """The service's metrics in their own registry (injectable for tests)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.event_lag = Histogram(
+            "profitwatch_event_time_lag_seconds",
+            "Wall clock minus occurred_at of applied events.",
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )
+        self.processing = Histogram(
+            "profitwatch_processing_seconds",
+            "Time to take one record through decode, engine, table and sends.",
+            buckets=PROCESSING_BUCKETS,
+            registry=self.registry,
+        )
+        self.sweep = Histogram(
+            "profitwatch_sweep_duration_seconds",
+            "Time to sweep one partition's customers.",
+            registry=self.registry,
+        )
+
+    def watch(self, tallies: Tallies) -> None:
+        self.registry.register(_TallyCollector(tallies))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class Tallies:
+    """What the processor counts; read at scrape time."""
+
+    def __init__(self) -> None:
+        self.outcomes: Counter[tuple[str, str]] = Counter()  # (topic, outcome)
+        self.rejections: Counter[tuple[str, str]] = Counter()  # (topic, code)
+        self.alerts: Counter[str] = Counter()
+        self.statuses: Counter[str] = Counter()  # customers by status (cached ones)
+
+
+class _TallyCollector(Collector):
+    def __init__(self, tallies: Tallies) -> None:
+        self.t = tallies
+
+    def collect(self) -> Iterator[Metric]:
+        records = CounterMetricFamily(
+            "profitwatch_input_records",
+            "Input records by topic and outcome; the outcomes add up to records consumed.",
+            labels=["topic", "outcome"],
+        )
+        for (topic, outcome), n in sorted(self.t.outcomes.items()):
+            records.add_metric([topic, outcome], n)
+        yield records
+        rejected = CounterMetricFamily(
+            "profitwatch_rejected_records",
+            "Records sent to the dead-letter topic, by topic and rejection code.",
+            labels=["topic", "code"],
+        )
+        for (topic, code), n in sorted(self.t.rejections.items()):
+            rejected.add_metric([topic, code], n)
+        yield rejected
+        alerts = CounterMetricFamily(
+            "profitwatch_alerts", "Alerts emitted, by kind.", labels=["kind"]
+        )
+        for kind, n in sorted(self.t.alerts.items()):
+            alerts.add_metric([kind], n)
+        yield alerts
+        customers = GaugeMetricFamily(
+            "profitwatch_customers",
+            "Customers held by this worker, by status.",
+            labels=["status"],
+        )
+        for status in ("new", "profitable", "at_risk", "unprofitable"):
+            customers.add_metric([status], self.t.statuses.get(status, 0))
+        yield customers
+        yield GaugeMetricFamily(
+            "profitwatch_table_customers",
+            "Customers in this worker's state cache.",
+            value=sum(self.t.statuses.values()),
+        )
