@@ -10,7 +10,7 @@ The tree::
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 RejectionCode = Literal[
     "malformed_json",
@@ -22,15 +22,7 @@ RejectionCode = Literal[
     "payload_too_large",
 ]
 
-REJECTION_CODES: tuple[RejectionCode, ...] = (
-    "malformed_json",
-    "schema_violation",
-    "unknown_currency",
-    "self_referral",
-    "not_overdue",
-    "future_timestamp",
-    "payload_too_large",
-)
+REJECTION_CODES: tuple[RejectionCode, ...] = get_args(RejectionCode)
 
 
 class ProfitwatchError(Exception):

@@ -36,6 +36,8 @@ from heapq import heapify, heappop, heappush
 from math import log
 from typing import Any, Final, Literal, overload
 
+from models.errors import REJECTION_CODES
+
 ARCHETYPES: Final = (
     "healthy",
     "declining",
@@ -47,14 +49,7 @@ ARCHETYPES: Final = (
 
 # The DLQ codes the generator produces, in the order it cycles through them.
 # `payload_too_large` is left out on purpose: it would bloat every stream.
-BAD_KINDS: Final = (
-    "malformed_json",
-    "schema_violation",
-    "unknown_currency",
-    "self_referral",
-    "not_overdue",
-    "future_timestamp",
-)
+BAD_KINDS: Final = tuple(code for code in REJECTION_CODES if code != "payload_too_large")
 
 # Archetypes are dealt from shuffled blocks with these exact counts (summing to 50),
 # so every block of 50 customers has the intended mix and small configs still see

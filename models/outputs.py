@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.errors import RejectionCode
 from models.ledger import COMPONENTS, direct_profit, net_profit
 from models.money import money_str
 
@@ -101,15 +102,7 @@ class Alert(_Out):
 
 
 class DeadLetterError(_Out):
-    code: Literal[
-        "malformed_json",
-        "schema_violation",
-        "unknown_currency",
-        "self_referral",
-        "not_overdue",
-        "future_timestamp",
-        "payload_too_large",
-    ]
+    code: RejectionCode
     message: str
     topic: str
     partition: int | None
