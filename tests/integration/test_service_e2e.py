@@ -211,7 +211,9 @@ def applied_in_file_order(
 ) -> dict[str, bool]:
     """Per customer: did the service apply its own events in the order of `records`?"""
     order: dict[str, list[str]] = {}
-    for rec in read_topic(bootstrap, f"{settings.app_id}-customers-changelog", idle_s=1.0):
+    for rec in read_topic(
+        bootstrap, f"{settings.app_id}-customers-changelog", idle_s=4.0, timeout_s=120
+    ):
         if rec.key is None or rec.value is None:
             continue
         seen = codec.loads(rec.value).seen
@@ -264,7 +266,9 @@ def _replayed_alerts(records: list[dict[str, Any]], settings: Settings) -> list[
 
 def latest_states(bootstrap: str, changelog: str) -> dict[str, Any]:
     out = {}
-    for rec in read_topic(bootstrap, changelog, idle_s=1.0):
+    # A generous idle time: on a loaded machine a tansu fetch can stall long enough
+    # for a short one to stop reading mid-partition and see an older state.
+    for rec in read_topic(bootstrap, changelog, idle_s=4.0, timeout_s=120):
         if rec.key is not None and rec.value is not None:
             out[rec.key.decode()] = codec.loads(rec.value)
     return out
