@@ -51,9 +51,6 @@ class Decoder:
         self._max_bytes = settings.max_payload_bytes
         self._skew_us = settings.max_future_skew_seconds * 1_000_000
 
-    def kind_of(self, topic: str) -> str | None:
-        return self._kinds.get(topic)
-
     def decode(self, topic: str, raw: Any, *, now_us: int, size: int | None = None) -> Event:
         """`raw` is the record value: bytes or text as on the wire, or an already
         parsed JSON object (replay). `size` is the wire size when `raw` is parsed."""
