@@ -4,6 +4,8 @@ in one place, with the reason for each.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import faust
@@ -48,4 +50,53 @@ def app_config(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings, **overrides: Any) -> faust.App:
     conf = app_config(settings) | overrides
-    return faust.App(settings.app_id, **conf)
+    app = faust.App(settings.app_id, **conf)
+    flush_everything_before_commit(app)
+    return app
+
+
+def flush_everything_before_commit(app: faust.App) -> None:
+    """Make the producer flush that Faust awaits before committing offsets complete.
+
+    Table changelog writes and every `send_soon` go through Faust's producer buffer.
+    Before a commit Faust awaits `producer.flush()`, whose buffer drain gives up after
+    0.1 s without a message handed on (`ProducerBuffer.flush_atmost`). A hand-off
+    waits whenever aiokafka's batch for that partition is full - with one-record
+    batches (tansu, above) that is a broker round trip - so the commit could go out
+    while changelog records, credits or snapshots of committed input were still in
+    the buffer, and a crash then lost them: a referral credit vanished across a
+    kill -9 in the crash test. Here the drain waits until every message put before
+    it was handed to the Kafka client, whose own flush then waits for delivery.
+    """
+    if app.conf.producer_threaded:  # a different buffer path; not used by this service
+        return
+    buffer: Any = app.producer.buffer  # the concrete ProducerBuffer, private parts used
+    put, send_pending = buffer.put, buffer._send_pending
+    counts = {"put": 0, "handed": 0}
+    handed = asyncio.Event()
+
+    def counted_put(fut: Any) -> None:
+        counts["put"] += 1
+        put(fut)
+
+    async def counted_send(fut: Any) -> None:
+        try:
+            await send_pending(fut)
+        finally:
+            counts["handed"] += 1
+            handed.set()
+
+    async def drain() -> None:
+        # Only up to what was put so far: under steady load the buffer is never empty.
+        target = counts["put"]
+        while counts["handed"] < target and not buffer.should_stop:
+            handed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                # Wakes up to notice a stopping buffer, whose sender task is gone.
+                await asyncio.wait_for(handed.wait(), timeout=1.0)
+
+    # Instance attributes: the buffer looks these up on itself, and its sender task
+    # binds `_send_pending` when the producer starts, after this runs.
+    buffer.put = counted_put
+    buffer._send_pending = counted_send
+    buffer.flush = drain
