@@ -24,6 +24,8 @@ Layout of version 1 (short keys, because every applied event writes this value):
     I   invoices: {invoice_id: 1} when paid (final), else [status, amount_due,
         provision, carrying, at] with status 0 overdue / 2 written_off
     R   referred customer ids        rb referred_by        ra  referral_at
+    A   the latest alerts as sent (spec section 6), oldest first; optional, so states
+        written before it existed still load
 """
 
 from __future__ import annotations
@@ -179,6 +181,8 @@ def to_dict(s: CustomerState) -> dict[str, Any]:
     if s.referred_by is not None and s.referral_at is not None:
         out["rb"] = s.referred_by
         out["ra"] = _t(s.referral_at)
+    if s.recent_alerts:
+        out["A"] = s.recent_alerts
     return out
 
 
@@ -207,6 +211,7 @@ def from_dict(d: dict[str, Any]) -> CustomerState:
             referred=set(d.get("R", ())),
             referred_by=d.get("rb"),
             referral_at=_opt_t(d, "ra"),
+            recent_alerts=list(d.get("A", ())),
         )
         if len(s.lifetime) != N_COMPONENTS or len(s.trailing) != N_COMPONENTS:
             raise ValueError("component vectors must have 8 entries")

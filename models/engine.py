@@ -116,6 +116,7 @@ class ProfitModel:
         self._bands = [(b.min_days, b.rate) for b in reversed(settings.provision_rate)]
         self._horizon_us = settings.referral_horizon_days * US_PER_DAY
         self._dunning_fee = exact(settings.dunning_fee)
+        self._alerts_kept = settings.recent_alerts_kept
         # Dispatch on the event's type: one dict lookup instead of an isinstance chain.
         self._handlers: dict[type, Callable[[CustomerState, Any, int, int], Forward | None]] = {
             OrderEvent: self._apply_order,
@@ -328,7 +329,7 @@ class ProfitModel:
         if kind is None:
             return None
         state.alerts_emitted += 1
-        return build_alert(
+        alert = build_alert(
             customer_id=state.customer_id,
             n=state.alerts_emitted,
             kind=kind,
@@ -342,6 +343,11 @@ class ProfitModel:
             previous_revenue=state.prev_revenue,
             currency=self.currency,
         )
+        if self._alerts_kept:
+            kept = state.recent_alerts
+            kept.append(alert.to_wire())
+            del kept[: -self._alerts_kept]
+        return alert
 
     # ---- section 6: the snapshot ---------------------------------------------------
 

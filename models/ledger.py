@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from models.money import ZERO
 
@@ -82,6 +83,9 @@ class CustomerState:
     referred: set[str] = field(default_factory=set)
     referred_by: str | None = None
     referral_at: int | None = None
+    # The customer's latest alerts (their wire form), oldest first, at most
+    # `recent_alerts_kept`: the query API answers "what happened lately" from state.
+    recent_alerts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def has_own_events(self) -> bool:

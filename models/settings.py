@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -135,6 +135,11 @@ class Settings(BaseSettings):
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     web_bind: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
+    # When set, every web route but /health, /ready and /metrics wants
+    # `Authorization: Bearer <token>` (env PROFITWATCH_API_TOKEN).
+    api_token: SecretStr | None = None
+    # Alerts kept per customer in its state for GET /customers/{id}/alerts.
+    recent_alerts_kept: int = Field(default=5, ge=0, le=100)
 
     @field_validator("fx_rates")
     @classmethod

@@ -122,3 +122,20 @@ def test_sequential_ids_are_front_coded() -> None:
     for i in range(100):
         s.seen[f"order-event-{i:08d}"] = 40_000
     assert len(codec.dumps(s)) < 100 * 6  # not 100 x 21 characters
+
+
+def test_state_keeps_the_latest_alerts_and_they_survive_the_codec() -> None:
+    from models.generator import GeneratorConfig, generate_records
+    from models.replay import Replayer
+
+    settings = Settings(recent_alerts_kept=2)
+    rp = Replayer(settings, clock_us=2_000_000_000_000_000)
+    sent: dict[str, list[dict[str, object]]] = {}
+    for rec in generate_records(GeneratorConfig(customers=40, days=365, seed=3)):
+        for out in rp.feed(rec["topic"], rec["value"]):
+            if out.topic == settings.topics.alerts:
+                sent.setdefault(str(out.key), []).append(out.value)
+    assert any(len(alerts) > 2 for alerts in sent.values())  # so the cap is exercised
+    for cid, state in rp.states.items():
+        assert state.recent_alerts == sent.get(cid, [])[-2:]
+        assert codec.loads(codec.dumps(state)).recent_alerts == state.recent_alerts
