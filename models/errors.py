@@ -5,7 +5,8 @@ The tree::
     ProfitwatchError
     ├── ConfigError            settings that cannot work (bad FX table, bad bands, …)
     ├── RejectedRecord         an input record the contract refuses; carries a DLQ code
-    └── StateFormatError       a serialised ledger state this version cannot read
+    ├── StateFormatError       a serialised ledger state this version cannot read
+    └── QueryError             a query API request with bad parameters (HTTP 400)
 """
 
 from __future__ import annotations
@@ -46,3 +47,13 @@ class RejectedRecord(ProfitwatchError):
 
 class StateFormatError(ProfitwatchError):
     """A stored ledger state has an unknown version or shape."""
+
+
+class QueryError(ProfitwatchError):
+    """A query the API cannot answer as asked; the message says what to change."""
+
+    def __init__(self, message: str, status: int = 400, code: str = "bad_request") -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code

@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from models.settings import Settings
 from models.timeutil import now_us
+from streams import web
 from streams.app import create_app
 from streams.metrics import Metrics
 from streams.processor import Headers, Processor
@@ -75,20 +75,7 @@ class Service:
         self.ingest = app.agent(self.input_topic, name="ingest")(ingest)
         self.internal = app.agent(self.internal_topic, name="internal")(internal)
 
-        @app.page("/metrics")
-        async def metrics(web: Any, request: Any) -> Any:
-            return web.bytes(self.metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
-
-        @app.page("/health")
-        async def health(web: Any, request: Any) -> Any:
-            return web.json({"status": "ok"})
-
-        @app.page("/ready")
-        async def ready(web: Any, request: Any) -> Any:
-            recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
-            assigned = bool(app.assignor.assigned_actives())
-            body = {"ready": recovered and assigned, "recovered": recovered, "assigned": assigned}
-            return web.json(body, status=200 if body["ready"] else 503)
+        web.register(app, self)
 
         if settings.sweep_interval_seconds > 0:
             app.timer(settings.sweep_interval_seconds, name="sweep")(self._sweep_tick)

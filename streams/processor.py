@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 from time import perf_counter
@@ -39,6 +40,7 @@ from models.engine import ProfitModel, ReferralCredit, ReferralLink, StepResult
 from models.errors import RejectedRecord, StateFormatError
 from models.events import Event
 from models.ledger import CustomerState
+from models.query import Row, row_of
 from models.settings import Settings
 from models.timeutil import iso, now_us
 from streams.metrics import Metrics, Tallies
@@ -55,6 +57,14 @@ def partition_for(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2), as every client's producer uses it.
     kafka-python's murmur2 is pure Python (~7 µs); customers recur, so it is cached."""
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+@dataclass(slots=True)
+class IndexEntry:
+    """What the list routes need of one customer, kept between queries."""
+
+    row: Row
+    alerts: list[dict[str, Any]]
 
 
 def _dumps(value: dict[str, Any]) -> bytes:
@@ -97,6 +107,11 @@ class Processor:
         self.rejections = self.tallies.rejections  # (topic, code)
         self.alerts = self.tallies.alerts
         self._statuses = self.tallies.statuses
+        # The query API's view of this worker's customers, refreshed lazily: records
+        # only mark a customer as changed; a query re-reads the changed ones.
+        self._index: dict[bytes, IndexEntry] = {}
+        self._changed: set[bytes] = set()
+        self._indexed = False  # has the index seen every key of the table yet?
 
     # ---- inputs ----------------------------------------------------------------------
 
@@ -251,6 +266,7 @@ class Processor:
         self.send(self.topics.internal, target.encode("utf-8"), _dumps(rec), None, None)
 
     def _snapshot(self, cid: bytes, state: CustomerState) -> None:
+        self._changed.add(cid)
         if self.coalesce_snapshots:
             self.owed.add(cid)
         else:
@@ -329,3 +345,44 @@ class Processor:
         self.flush_snapshots()
         self.cache.clear()
         self._statuses.clear()
+        self._index.clear()
+        self._changed.clear()
+        self._indexed = False
+
+    # ---- queries (streams/web.py) ------------------------------------------------------
+
+    def stored_state(self, cid: bytes) -> CustomerState | None:
+        """The customer's state if it has events of its own; never creates one (an
+        API probe for an unknown id must not grow the cache)."""
+        state = self.cache.get(cid)
+        if state is None:
+            raw = self.table.get(cid)
+            if raw is None:
+                return None
+            state = self.state(cid)
+        return state if state.has_own_events else None
+
+    def snapshot_of(self, cid: bytes) -> dict[str, Any] | None:
+        state = self.stored_state(cid)
+        return None if state is None else self.model.snapshot_wire(state)
+
+    def alerts_of(self, cid: bytes) -> list[dict[str, Any]] | None:
+        """The customer's kept alerts, oldest first."""
+        state = self.stored_state(cid)
+        return None if state is None else list(state.recent_alerts)
+
+    def query_index(self) -> dict[bytes, IndexEntry]:
+        """Every customer of this worker's partitions, brought up to date."""
+        if not self._indexed:
+            # First query since start or a rebalance: every stored customer once.
+            self._changed.update(self.table.keys())
+            self._indexed = True
+        for cid in self._changed:
+            state = self.stored_state(cid)
+            if state is None:
+                self._index.pop(cid, None)
+            else:
+                row = row_of(self.model.snapshot_wire(state))
+                self._index[cid] = IndexEntry(row, list(state.recent_alerts))
+        self._changed.clear()
+        return self._index

@@ -47,13 +47,15 @@ class WorkerProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = 60.0) -> float:
-        """Start and wait for Faust's Ready line; returns seconds to ready."""
+    def start(self, timeout_s: float = 60.0, *, web: bool = False) -> float:
+        """Start and wait for Faust's Ready line; returns seconds to ready. With `web`
+        the worker serves its web routes on PROFITWATCH_WEB_PORT of its env."""
         started = time.monotonic()
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--without-web", "-l", "info"],
+            [sys.executable, "-m", "streams.cli", "worker", "-l", "info"]
+            + ([] if web else ["--without-web"]),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
