@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run demo test test-fast lint bench clean
+.PHONY: install browser run demo test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -24,7 +24,17 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/profitwatch demo
 
-test: install
+# The dashboard test drives Debian's chromium through its chromedriver (no browser
+# download); installed once, when missing, as root or through sudo.
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+	  echo "installing Debian's chromium and chromium-driver for the dashboard test"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || { \
+	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; }; }
+
+test: install browser
 	$(BIN)/pytest
 
 test-fast: install
