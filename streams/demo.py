@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from models.generator import GeneratorConfig, generate_records
 from models.settings import Settings
-from streams.broker import EmbeddedBroker
+from streams.broker import EmbeddedBroker, free_port
 from streams.console import print_alert, use_colour
 from streams.produce import to_kafka
 from streams.topics import ensure_topics
@@ -35,14 +36,32 @@ from streams.topics import ensure_topics
 READY = "[^Worker]: Ready"
 
 
-def _worker_env(bootstrap: str, data_dir: Path) -> dict[str, str]:
+def _worker_env(bootstrap: str, data_dir: Path, web_port: int) -> dict[str, str]:
     return os.environ | {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "PROFITWATCH_BROKER_KIND": "tansu",
         "PROFITWATCH_DATA_DIR": str(data_dir),
         "PROFITWATCH_SWEEP_INTERVAL_SECONDS": "0",
+        "PROFITWATCH_WEB_PORT": str(web_port),
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def _web_port(settings: Settings) -> int:
+    """The configured port (6066) unless something else holds it: then any free one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((settings.web_bind, settings.web_port))
+            return settings.web_port
+        except OSError:
+            return free_port(settings.web_bind)
+
+
+def dashboard_url(settings: Settings, port: int) -> str:
+    url = f"http://{settings.web_bind}:{port}/"
+    if settings.api_token is not None:
+        url += f"?access_token={settings.api_token.get_secret_value()}"
+    return url
 
 
 class _Producer(threading.Thread):
@@ -89,7 +108,8 @@ def run_demo(
     latest_status: dict[str, str] = {}
     try:
         broker.start()
-        env = _worker_env(broker.bootstrap, workdir / "data")
+        web_port = _web_port(settings)
+        env = _worker_env(broker.bootstrap, workdir / "data", web_port)
         run_settings = settings.model_copy(
             update={"kafka_bootstrap_servers": broker.bootstrap, "broker_kind": "tansu"}
         )
@@ -99,7 +119,7 @@ def run_demo(
         started = time.monotonic()
         with log_path.open("wb") as log:
             worker = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker", "--without-web", "-l", "info"],
+                [sys.executable, "-m", "streams.cli", "worker", "-l", "info"],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -117,6 +137,7 @@ def run_demo(
             f"(log {log_path})",
             file=out,
         )
+        print(f"dashboard: {dashboard_url(settings, web_port)}", file=out)
         print(
             f"playing {len(records)} events of {customers} customers over {days} days "
             f"in about {seconds:.0f} s — Ctrl-C stops\n",
@@ -127,6 +148,15 @@ def run_demo(
         _follow(run_settings, broker.bootstrap, producer, len(records), stats, latest_status)
         if producer.error is not None:
             raise producer.error
+        if sys.stdin.isatty():
+            # Interactive: leave the dashboard up to explore the final state.
+            print(
+                f"stream done; the dashboard stays at {dashboard_url(settings, web_port)} "
+                "— Ctrl-C stops",
+                file=out,
+            )
+            while worker.poll() is None:
+                time.sleep(0.5)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping", file=out)
     finally:
