@@ -24,7 +24,9 @@ Layout of version 1 (short keys, because every applied event writes this value):
     I   invoices: {invoice_id: 1} when paid (final), else [status, amount_due,
         provision, carrying, at] with status 0 overdue / 2 written_off
     R   referred customer ids        rb referred_by        ra  referral_at
-    A   the latest alerts as sent (spec section 6), oldest first; optional, so states
+    A   the latest alerts, oldest first, as what built them: [n, kind, previous status,
+        status, as_of, trigger id or null, trailing "amounts", lifetime "amounts",
+        previous-window revenue] (statuses and kind as indexes); optional, so states
         written before it existed still load
 """
 
@@ -37,11 +39,12 @@ from typing import Any
 import jiter
 
 from models.errors import StateFormatError
-from models.ledger import N_COMPONENTS, PAID, CustomerState, Invoice, Ticket
+from models.ledger import N_COMPONENTS, PAID, CustomerState, Invoice, KeptAlert, Ticket
 
 VERSION = 1
 _STATUS = ("new", "profitable", "at_risk", "unprofitable")
 _INVOICE_STATUS = ("overdue", "paid", "written_off")
+_KINDS = ("became_unprofitable", "at_risk", "recovered")
 _ZERO = Decimal(0)
 _US = 1_000_000
 
@@ -182,7 +185,20 @@ def to_dict(s: CustomerState) -> dict[str, Any]:
         out["rb"] = s.referred_by
         out["ra"] = _t(s.referral_at)
     if s.recent_alerts:
-        out["A"] = s.recent_alerts
+        out["A"] = [
+            [
+                k.n,
+                _KINDS.index(k.kind),
+                _STATUS.index(k.previous_status),
+                _STATUS.index(k.status),
+                _t(k.as_of),
+                k.trigger,
+                _amounts(list(k.trailing)),
+                _amounts(list(k.lifetime)),
+                _d(k.prev_revenue),
+            ]
+            for k in s.recent_alerts
+        ]
     return out
 
 
@@ -211,7 +227,22 @@ def from_dict(d: dict[str, Any]) -> CustomerState:
             referred=set(d.get("R", ())),
             referred_by=d.get("rb"),
             referral_at=_opt_t(d, "ra"),
-            recent_alerts=list(d.get("A", ())),
+            recent_alerts=[
+                KeptAlert(
+                    n,
+                    _KINDS[kind],
+                    _STATUS[prev],
+                    _STATUS[status],
+                    _ut(at),
+                    trigger,
+                    tuple(_bucket(trailing)),
+                    tuple(_bucket(lifetime)),
+                    Decimal(prev_revenue),
+                )
+                for n, kind, prev, status, at, trigger, trailing, lifetime, prev_revenue in d.get(
+                    "A", ()
+                )
+            ],
         )
         if len(s.lifetime) != N_COMPONENTS or len(s.trailing) != N_COMPONENTS:
             raise ValueError("component vectors must have 8 entries")

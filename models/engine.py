@@ -40,6 +40,7 @@ from models.ledger import (
     SUP,
     CustomerState,
     Invoice,
+    KeptAlert,
     Ticket,
     add,
     add_many,
@@ -345,9 +346,42 @@ class ProfitModel:
         )
         if self._alerts_kept:
             kept = state.recent_alerts
-            kept.append(alert.to_wire())
+            kept.append(
+                KeptAlert(
+                    state.alerts_emitted,
+                    kind,
+                    previous,
+                    status,
+                    state.as_of,
+                    trigger,
+                    tuple(t),
+                    tuple(state.lifetime),
+                    state.prev_revenue,
+                )
+            )
             del kept[: -self._alerts_kept]
         return alert
+
+    def kept_alert(self, state: CustomerState, k: KeptAlert) -> Alert:
+        """A kept alert rebuilt exactly as it was sent."""
+        return build_alert(
+            customer_id=state.customer_id,
+            n=k.n,
+            kind=k.kind,  # type: ignore[arg-type]
+            status=k.status,
+            previous_status=k.previous_status,
+            as_of=iso(k.as_of) or "",
+            trigger_event_id=k.trigger,
+            window_days=self.window_days,
+            trailing=list(k.trailing),
+            lifetime=list(k.lifetime),
+            previous_revenue=k.prev_revenue,
+            currency=self.currency,
+        )
+
+    def recent_alerts_wire(self, state: CustomerState) -> list[dict[str, Any]]:
+        """The kept alerts as sent, oldest first."""
+        return [self.kept_alert(state, k).to_wire() for k in state.recent_alerts]
 
     # ---- section 6: the snapshot ---------------------------------------------------
 

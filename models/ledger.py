@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 from models.money import ZERO
 
@@ -60,6 +59,21 @@ class Invoice:
 PAID = Invoice("paid", ZERO, ZERO, ZERO, 0)
 
 
+@dataclass(frozen=True, slots=True)
+class KeptAlert:
+    """What an alert was built from (spec section 5); rebuilt on demand."""
+
+    n: int  # the customer's alert number: alert_id = uuid5(…:<customer>:<n>)
+    kind: str
+    previous_status: str
+    status: str
+    as_of: int  # epoch µs
+    trigger: str | None
+    trailing: tuple[Decimal, ...]
+    lifetime: tuple[Decimal, ...]
+    prev_revenue: Decimal
+
+
 @dataclass(slots=True)
 class CustomerState:
     customer_id: str
@@ -83,9 +97,10 @@ class CustomerState:
     referred: set[str] = field(default_factory=set)
     referred_by: str | None = None
     referral_at: int | None = None
-    # The customer's latest alerts (their wire form), oldest first, at most
-    # `recent_alerts_kept`: the query API answers "what happened lately" from state.
-    recent_alerts: list[dict[str, Any]] = field(default_factory=list)
+    # The customer's latest alerts, oldest first, at most `recent_alerts_kept`: the
+    # query API answers from state, and a redelivered trigger re-sends its alert. Kept
+    # as the inputs of `build_alert` (~200 bytes encoded), not as the ~1 KB message.
+    recent_alerts: list[KeptAlert] = field(default_factory=list)
 
     @property
     def has_own_events(self) -> bool:

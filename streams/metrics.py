@@ -9,7 +9,8 @@ Only the two latency histograms are observed per record.
   stale, rejected or rekeyed (a re-keyed record is counted again, with its final
   outcome, under the internal topic);
 - profitwatch_rejected_records_total{topic, code};
-- profitwatch_alerts_total{kind};
+- profitwatch_alerts_total{kind}, and profitwatch_alerts_resent_total{kind}: alerts sent
+  again, same alert_id, because the record that triggered them was redelivered;
 - profitwatch_customers{status} and profitwatch_table_customers: the customers this
   worker holds decoded (all of its partitions' customers after the first sweep);
 - profitwatch_event_time_lag_seconds: wall clock − occurred_at of applied events;
@@ -82,6 +83,7 @@ class Tallies:
         self.outcomes: Counter[tuple[str, str]] = Counter()  # (topic, outcome)
         self.rejections: Counter[tuple[str, str]] = Counter()  # (topic, code)
         self.alerts: Counter[str] = Counter()
+        self.alerts_resent: Counter[str] = Counter()  # same alert_id again, by kind
         self.statuses: Counter[str] = Counter()  # customers by status (cached ones)
 
 
@@ -112,6 +114,14 @@ class _TallyCollector(Collector):
         for kind, n in sorted(self.t.alerts.items()):
             alerts.add_metric([kind], n)
         yield alerts
+        resent = CounterMetricFamily(
+            "profitwatch_alerts_resent",
+            "Alerts sent again because their trigger was redelivered (same alert_id).",
+            labels=["kind"],
+        )
+        for kind, n in sorted(self.t.alerts_resent.items()):
+            resent.add_metric([kind], n)
+        yield resent
         customers = GaugeMetricFamily(
             "profitwatch_customers",
             "Customers held by this worker, by status.",

@@ -67,6 +67,12 @@ class IndexEntry:
     alerts: list[dict[str, Any]]
 
 
+def _record_id(record: Event | ReferralLink | ReferralCredit) -> str:
+    if isinstance(record, ReferralCredit):
+        return record.credit_id
+    return record.event_id
+
+
 def _dumps(value: dict[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
@@ -218,12 +224,24 @@ class Processor:
         else:
             result = self.model.apply_event(state, record, at)
         self.outcomes[(topic, result.outcome)] += 1
+        if result.outcome == "duplicate" and state.recent_alerts:
+            self._resend_alerts(cid, state, _record_id(record))
         if result.outcome == "applied":
             self.table[cid] = codec.dumps(state)
             self._count_status(before, state)
             if at is not None and self.metrics is not None:
                 self.metrics.event_lag.observe(max(0.0, (self.clock() - at) / 1e6))
         self._emit(cid, state, result)
+
+    def _resend_alerts(self, cid: bytes, state: CustomerState, record_id: str) -> None:
+        """A redelivered record re-sends the alert it triggered: the state (with the
+        record applied) may have reached the changelog before a crash while the alert
+        did not reach its topic. Same alert_id, so consumers de-duplicate."""
+        for kept in state.recent_alerts:
+            if kept.trigger == record_id:
+                alert = self.model.kept_alert(state, kept)
+                self.tallies.alerts_resent[alert.kind] += 1
+                self.send(self.topics.alerts, cid, _dumps(alert.to_wire()), None, None)
 
     def _count_status(self, before: str | None, state: CustomerState) -> None:
         after = state.status if state.has_own_events else None
@@ -369,7 +387,7 @@ class Processor:
     def alerts_of(self, cid: bytes) -> list[dict[str, Any]] | None:
         """The customer's kept alerts, oldest first."""
         state = self.stored_state(cid)
-        return None if state is None else list(state.recent_alerts)
+        return None if state is None else self.model.recent_alerts_wire(state)
 
     def query_index(self) -> dict[bytes, IndexEntry]:
         """Every customer of this worker's partitions, brought up to date."""
@@ -383,6 +401,6 @@ class Processor:
                 self._index.pop(cid, None)
             else:
                 row = row_of(self.model.snapshot_wire(state))
-                self._index[cid] = IndexEntry(row, list(state.recent_alerts))
+                self._index[cid] = IndexEntry(row, self.model.recent_alerts_wire(state))
         self._changed.clear()
         return self._index

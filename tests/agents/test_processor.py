@@ -121,6 +121,23 @@ def test_duplicates_resend_the_snapshot_but_change_nothing() -> None:
     assert h.p.outcomes[("orders", "duplicate")] == 1
 
 
+def test_a_redelivered_trigger_resends_its_alert_with_the_same_id() -> None:
+    # A crash can leave the state (with the record applied) in the changelog and the
+    # alert not in its topic; the redelivered record is a duplicate, and re-sends it.
+    h = Harness(Settings(grace_days=0))
+    h.feed(*order("c1", "2026-01-05", 100, 40, event_id="o1"))
+    topic, value = sales("c1", "2026-01-06", 500, event_id="s1")
+    h.feed(topic, value)
+    first = h.out("profitability-alerts")
+    assert [(a["kind"], a["trigger_event_id"]) for a in first] == [("at_risk", "s1")]
+    h.feed(*order("c1", "2026-01-07", 10, 5, event_id="o2"))
+    h.feed(*order("c1", "2026-01-07", 10, 5, event_id="o2"))  # triggered nothing
+    assert h.out("profitability-alerts") == first
+    h.feed(topic, value)
+    assert h.out("profitability-alerts") == first + first
+    assert h.p.tallies.alerts_resent["at_risk"] == 1
+
+
 def test_referrals_travel_across_partitions_as_links_and_credits() -> None:
     h = Harness()
     h.feed(*referral("a", "2026-01-10", "b"))

@@ -137,5 +137,5 @@ def test_state_keeps_the_latest_alerts_and_they_survive_the_codec() -> None:
                 sent.setdefault(str(out.key), []).append(out.value)
     assert any(len(alerts) > 2 for alerts in sent.values())  # so the cap is exercised
     for cid, state in rp.states.items():
-        assert state.recent_alerts == sent.get(cid, [])[-2:]
+        assert rp.model.recent_alerts_wire(state) == sent.get(cid, [])[-2:]
         assert codec.loads(codec.dumps(state)).recent_alerts == state.recent_alerts
