@@ -160,3 +160,15 @@ def latest_states(bootstrap: str, changelog: str) -> dict[str, Any]:
         if rec.key is not None and rec.value is not None:
             out[rec.key.decode()] = codec.loads(rec.value)
     return out
+
+
+def alerts_per_customer(bootstrap: str, settings: Settings) -> dict[str, list[dict[str, Any]]]:
+    """The alerts topic per customer in order, each alert once: a redelivered trigger
+    re-sends its alert with the same alert_id, which consumers de-duplicate."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for rec in read_topic(bootstrap, settings.topics.alerts, idle_s=1.0):
+        alert = json.loads(rec.value or b"{}")
+        theirs = out.setdefault(alert["customer_id"], [])
+        if all(alert["alert_id"] != a["alert_id"] for a in theirs):
+            theirs.append(alert)
+    return out

@@ -18,6 +18,7 @@ from models import query
 from streams.broker import free_port
 from streams.produce import to_kafka
 from tests.integration.flow import (
+    alerts_per_customer,
     expected,
     final_figures,
     latest,
@@ -27,7 +28,7 @@ from tests.integration.flow import (
     wait_for,
 )
 from tests.integration.worker import WorkerProcess
-from tests.kafka_helpers import produce, read_topic
+from tests.kafka_helpers import produce
 
 TOKEN = "s3cret-token"
 
@@ -135,12 +136,7 @@ def test_two_workers_answer_for_every_customer(
     assert len(body["customers"]) == body["total"] == statuses["unprofitable"] + statuses["at_risk"]
 
     # recent alerts per customer (the last N kept in state) == the alerts topic
-    sent: dict[str, list[dict[str, Any]]] = {}
-    for rec in read_topic(kafka_bootstrap, settings.topics.alerts, idle_s=1.0):
-        alert = json.loads(rec.value or b"{}")
-        theirs = sent.setdefault(alert["customer_id"], [])
-        if all(alert["alert_id"] != a["alert_id"] for a in theirs):  # resent: same id
-            theirs.append(alert)
+    sent = alerts_per_customer(kafka_bootstrap, settings)
     assert sent, "the stream raised no alerts: nothing to compare"
     kept = settings.recent_alerts_kept
     for cid in customers:

@@ -19,6 +19,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.support.ui import WebDriverWait
 
+from models.ledger import COMPONENTS
 from streams.broker import free_port
 from streams.produce import to_kafka
 from tests.integration.flow import renamed, stream
@@ -28,17 +29,7 @@ from tests.kafka_helpers import produce
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 TOKEN = "dash-token"
-COMPONENTS = [
-    "revenue",
-    "cost_of_goods",
-    "commissions",
-    "fulfillment",
-    "support",
-    "sales",
-    "overdue",
-    "referral_value",
-    "net",
-]
+BARS = [*COMPONENTS, "net"]  # the waterfall: every component, then the net total
 
 
 @pytest.fixture
@@ -145,7 +136,7 @@ def test_dashboard_shows_customers_and_waterfalls_while_streaming(
         assert cid in js(browser, "return document.getElementById('customer-page').innerText")
         for scope in ("trailing", "lifetime"):
             bars = waterfall(browser, scope)
-            assert [b["component"] for b in bars] == COMPONENTS
+            assert [b["component"] for b in bars] == BARS
             assert all(b["height"] >= 0 for b in bars)
         browser.save_screenshot(str(tmp_path / "customer.png"))
     finally:

@@ -20,6 +20,7 @@ from models.settings import Settings
 from streams.produce import send_all, to_kafka
 from tests.integration.flow import (
     FIGURES,
+    alerts_per_customer,
     expected,
     final_figures,
     latest,
@@ -76,12 +77,7 @@ def test_service_equals_replay(kafka_bootstrap: str, service: Any, tmp_path: Pat
     assert all(dict(r.headers).get("__streams.errors.exception") for r in dlq)
 
     # alerts per customer, in order, for customers that receive no referral credits
-    got_alerts: dict[str, list[dict[str, Any]]] = {}
-    for rec in read_topic(kafka_bootstrap, settings.topics.alerts, idle_s=1.0):
-        a = json.loads(rec.value or b"{}")
-        seen_ = got_alerts.setdefault(a["customer_id"], [])
-        if all(a["alert_id"] != b["alert_id"] for b in seen_):  # resent: same alert_id
-            seen_.append(a)
+    got_alerts = alerts_per_customer(kafka_bootstrap, settings)
     exp_alerts: dict[str, list[dict[str, Any]]] = {}
     for out in replayed_alerts(mine, settings):
         exp_alerts.setdefault(out["customer_id"], []).append(out)
