@@ -22,6 +22,7 @@ Internal topic records (JSON, key = target customer id):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Iterable, MutableMapping
@@ -389,18 +390,27 @@ class Processor:
         state = self.stored_state(cid)
         return None if state is None else self.model.recent_alerts_wire(state)
 
-    def query_index(self) -> dict[bytes, IndexEntry]:
-        """Every customer of this worker's partitions, brought up to date."""
+    async def query_index(self, chunk: int = 200) -> dict[bytes, IndexEntry]:
+        """Every customer of this worker's partitions, brought up to date.
+
+        Reads the changed customers `chunk` at a time and lets the agents run between
+        chunks: the first query after a start reads every stored customer, which must
+        not stall the stream. A customer changed meanwhile is marked again and re-read
+        before this returns, so the answer is as of its return."""
         if not self._indexed:
             # First query since start or a rebalance: every stored customer once.
             self._changed.update(self.table.keys())
             self._indexed = True
-        for cid in self._changed:
-            state = self.stored_state(cid)
-            if state is None:
-                self._index.pop(cid, None)
-            else:
-                row = row_of(self.model.snapshot_wire(state))
-                self._index[cid] = IndexEntry(row, self.model.recent_alerts_wire(state))
-        self._changed.clear()
+        changed = self._changed
+        while changed:
+            for _ in range(min(chunk, len(changed))):
+                cid = changed.pop()
+                state = self.stored_state(cid)
+                if state is None:
+                    self._index.pop(cid, None)
+                else:
+                    row = row_of(self.model.snapshot_wire(state))
+                    self._index[cid] = IndexEntry(row, self.model.recent_alerts_wire(state))
+            if changed:
+                await asyncio.sleep(0)
         return self._index

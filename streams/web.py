@@ -110,7 +110,7 @@ class CustomerList(ApiView):
 
 class LocalCustomerList(ApiView):
     async def get(self, request: Request) -> Response:
-        return self.json(_local_answer(self, "/internal/customers", dict(request.query)))
+        return self.json(await _local_answer(self, "/internal/customers", dict(request.query)))
 
 
 class AlertFeed(ApiView):
@@ -124,7 +124,7 @@ class AlertFeed(ApiView):
 class LocalAlertFeed(ApiView):
     async def get(self, request: Request) -> Response:
         params = {"limit": str(_alerts_limit(request))}
-        return self.json(_local_answer(self, "/internal/alerts", params))
+        return self.json(await _local_answer(self, "/internal/alerts", params))
 
 
 class Customer(ApiView):
@@ -249,7 +249,7 @@ async def gather_from_workers(
 
     A worker that does not answer fails the request (503): a list silently missing
     a worker's customers would look complete and be wrong."""
-    local = _local_answer(view, path, params)
+    local = await _local_answer(view, path, params)
     peers = _peers(view)
     headers = {}
     if "Authorization" in request.headers:
@@ -278,9 +278,9 @@ async def gather_from_workers(
     return [local, *others]
 
 
-def _local_answer(view: ApiView, path: str, params: dict[str, str]) -> dict[str, Any]:
-    """This worker's part of a list (no await: one consistent view of its state)."""
-    entries = view.service.processor.query_index().values()
+async def _local_answer(view: ApiView, path: str, params: dict[str, str]) -> dict[str, Any]:
+    """This worker's part of a list."""
+    entries = (await view.service.processor.query_index()).values()
     if path == "/internal/customers":
         q = query.parse_list_query(params)
         return query.list_body((e.row for e in entries), q)

@@ -222,3 +222,32 @@ def test_the_mixed_example_gives_replays_figures(forget_every: int) -> None:
     assert sorted(d["error"]["code"] for d in h.out("profitability-dlq")) == sorted(
         r.rejections.elements()
     )
+
+
+def test_the_query_index_follows_changes_and_rebuilds_from_the_table() -> None:
+    import asyncio
+
+    from models.query import row_of
+
+    h = Harness()
+    for i in range(7):
+        h.feed(*order(f"c{i}", "2026-01-05", 100 + i, 40, event_id=f"o{i}"))
+
+    def rows() -> dict[str, dict[str, Any]]:
+        index = asyncio.run(h.p.query_index(chunk=3))  # several chunks
+        return {cid.decode(): e.row for cid, e in index.items()}
+
+    def expected() -> dict[str, dict[str, Any]]:
+        return {
+            cid.decode(): row_of(h.p.model.snapshot_wire(codec.loads(raw)))
+            for cid, raw in h.table.items()
+        }
+
+    assert rows() == expected() and len(expected()) == 7
+    h.feed(*order("c3", "2026-01-09", 900, 10, event_id="o3b"))
+    assert rows()["c3"]["revenue"] == "1003.00"
+    assert rows() == expected()
+    h.p.forget()  # a rebalance: the index is rebuilt from the table on the next query
+    assert rows() == expected()
+    assert asyncio.run(h.p.query_index()) is h.p._index
+    assert h.p.snapshot_of(b"nobody") is None and b"nobody" not in h.p.cache
