@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from models.money import ZERO
 
@@ -101,6 +102,11 @@ class CustomerState:
     # query API answers from state, and a redelivered trigger re-sends its alert. Kept
     # as the inputs of `build_alert` (~200 bytes encoded), not as the ~1 KB message.
     recent_alerts: list[KeptAlert] = field(default_factory=list)
+    # models.codec's memo of this state's encoding (not state: never compared or
+    # encoded). It relies on two habits of this module and the engine: `seen` only
+    # grows at the end and shrinks at the front, and a bucket list is replaced, never
+    # changed in place.
+    codec_memo: Any = field(default=None, compare=False, repr=False)
 
     @property
     def has_own_events(self) -> bool:
@@ -184,10 +190,11 @@ def add_many(
     lifetime = state.lifetime
     d = state.day
     assert d is not None, "advance() before add()"
+    buckets = state.buckets
     if day > d - window_days:
-        b = state.buckets.get(day)
-        if b is None:
-            b = state.buckets[day] = [ZERO] * N_COMPONENTS
+        old = buckets.get(day)
+        # A new list, not the old one changed: the codec memoises buckets by identity.
+        b = buckets[day] = zeros() if old is None else old.copy()
         trailing = state.trailing
         for i, amount in deltas:
             if amount:
@@ -199,9 +206,8 @@ def add_many(
         if amount:
             lifetime[i] += amount
             if i == REV and day > d - 2 * window_days:  # the previous window: revenue only
-                b = state.buckets.get(day)
-                if b is None:
-                    b = state.buckets[day] = zeros()
+                old = buckets.get(day)
+                b = buckets[day] = zeros() if old is None else old.copy()
                 b[REV] += amount
                 state.prev_revenue += amount
 

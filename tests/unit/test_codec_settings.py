@@ -139,3 +139,60 @@ def test_state_keeps_the_latest_alerts_and_they_survive_the_codec() -> None:
     for cid, state in rp.states.items():
         assert rp.model.recent_alerts_wire(state) == sent.get(cid, [])[-2:]
         assert codec.loads(codec.dumps(state)).recent_alerts == state.recent_alerts
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("add"), st.text(min_size=1, max_size=12), st.integers(0, 2)),
+            st.tuples(st.just("forget"), st.integers(0, 6), st.just(0)),
+            st.tuples(st.just("dump"), st.just(""), st.just(0)),
+        ),
+        max_size=60,
+    )
+)
+def test_the_memoised_encoding_equals_a_fresh_one(ops: list[tuple[str, object, int]]) -> None:
+    """Ids added at the end and forgotten at the front, encoded between any steps."""
+
+    from models.ledger import CustomerState
+
+    s = CustomerState("c")
+    mark = 0
+    for op, arg, step in ops:
+        if op == "add" and arg not in s.seen:
+            mark += step
+            s.seen[str(arg)] = mark
+        elif op == "forget":
+            for event_id in list(s.seen)[: int(str(arg))]:
+                del s.seen[event_id]
+        else:  # several changes may come between two encodings
+            assert codec.to_dict(s) == codec.to_dict(s, memo=False)
+            assert codec.loads(codec.dumps(s)) == s
+
+
+def test_memoised_encoding_along_a_generated_year() -> None:
+    import json
+
+    from models.generator import GeneratorConfig, generate_records
+    from models.replay import Replayer
+
+    rp = Replayer(Settings(), clock_us=2_000_000_000_000_000)
+    checked = 0
+    for rec in generate_records(GeneratorConfig(customers=12, days=400, seed=7)):
+        rp.feed(rec["topic"], rec["value"])
+        for state in rp.states.values():  # every state, after every record
+            if checked % 7 == 0:  # most steps, not all: keeps the test quick
+                fresh = json.dumps(codec.to_dict(state, memo=False), separators=(",", ":"))
+                assert codec.dumps(state) == fresh.encode()  # ASCII ids: the same bytes
+            checked += 1
+    assert checked > 10_000
+
+
+def test_ids_that_are_not_utf8_still_round_trip() -> None:
+    from models.ledger import CustomerState
+
+    s = CustomerState("c\ud800")  # a lone surrogate: no UTF-8 for it
+    s.seen["e\udfff"] = 4
+    s.seen["é-1"] = 6
+    assert codec.loads(codec.dumps(s)) == s
