@@ -24,6 +24,7 @@ dashboard may pass `?access_token=` instead (RFC 6750 section 2.3).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 from importlib import resources
@@ -49,6 +50,7 @@ OPEN_ROUTES = frozenset({"/health", "/ready", "/metrics"})
 PEER_TIMEOUT_S = 10.0
 
 
+@functools.cache
 def dashboard_html() -> str:
     return resources.files("streams").joinpath("static/dashboard.html").read_text("utf-8")
 
