@@ -138,6 +138,9 @@ class Settings(BaseSettings):
     # When set, every web route but /health, /ready and /metrics wants
     # `Authorization: Bearer <token>` (env PROFITWATCH_API_TOKEN).
     api_token: SecretStr | None = None
+    # Decoded states kept in memory per worker (LRU; the table holds them all). A year
+    # of history is ~90 KiB decoded, so 10,000 is up to ~1 GiB at the worst.
+    state_cache_customers: int = Field(default=10_000, ge=1)
     # Alerts kept per customer in its state for GET /customers/{id}/alerts.
     recent_alerts_kept: int = Field(default=5, ge=0, le=100)
 

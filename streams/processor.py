@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -102,7 +103,10 @@ class Processor:
         # Decoded states of this worker's customers. The table stays the source of
         # truth (every change is written through); the cache only saves decoding the
         # state on every record, and is dropped whenever partitions are revoked.
-        self.cache: dict[bytes, CustomerState] = {}
+        self.cache: OrderedDict[bytes, CustomerState] = OrderedDict()  # LRU order
+        # A decoded year of history is ~60 KiB (Decimals) plus ~30 KiB of codec memo:
+        # the cache keeps the most recently used states only.
+        self.cache_limit = settings.state_cache_customers
         # With coalescing, a snapshot is owed (not sent) per changed customer and the
         # agents flush what is owed before Faust commits offsets: every committed
         # record's snapshot is out before its offset is, whatever crashes when.
@@ -114,6 +118,8 @@ class Processor:
         self.rejections = self.tallies.rejections  # (topic, code)
         self.alerts = self.tallies.alerts
         self._statuses = self.tallies.statuses
+        # Every customer's status as last counted (cached or not), for the gauge.
+        self._status_of: dict[bytes, str] = {}
         # The query API's view of this worker's customers, refreshed lazily: records
         # only mark a customer as changed; a query re-reads the changed ones.
         self._index: dict[bytes, IndexEntry] = {}
@@ -193,23 +199,32 @@ class Processor:
     # ---- state -------------------------------------------------------------------------
 
     def state(self, cid: bytes) -> CustomerState:
-        s = self.cache.get(cid)
+        """The customer's state, to change: from the cache, else the table, else new."""
+        cache = self.cache
+        s = cache.get(cid)
+        if s is not None:
+            cache.move_to_end(cid)
+            return s
+        s = self._load(cid)
         if s is None:
-            raw = self.table.get(cid)
-            if raw is None:
-                s = CustomerState(cid.decode("utf-8"))
-            else:
-                try:
-                    s = codec.loads(raw)
-                except StateFormatError:
-                    # Refuse to guess: a state this version cannot read stops the worker
-                    # rather than be overwritten with an empty one.
-                    log.critical("unreadable state for customer %r", cid)
-                    raise
-            self.cache[cid] = s
-            if s.has_own_events:
-                self._statuses[s.status] += 1
+            s = CustomerState(cid.decode("utf-8"))
+        cache[cid] = s
+        if len(cache) > self.cache_limit:
+            cache.popitem(last=False)  # the table has it: evicting loses nothing
+        self._note_status(cid, s)
         return s
+
+    def _load(self, cid: bytes) -> CustomerState | None:
+        raw = self.table.get(cid)
+        if raw is None:
+            return None
+        try:
+            return codec.loads(raw)
+        except StateFormatError:
+            # Refuse to guess: a state this version cannot read stops the worker
+            # rather than be overwritten with an empty one.
+            log.critical("unreadable state for customer %r", cid)
+            raise
 
     def _apply(
         self,
@@ -219,7 +234,6 @@ class Processor:
         at: int | None = None,
     ) -> None:
         state = self.state(cid)
-        before = state.status if state.has_own_events else None
         if isinstance(record, (ReferralLink, ReferralCredit)):
             result = self.model.apply(state, record)
         else:
@@ -229,7 +243,7 @@ class Processor:
             self._resend_alerts(cid, state, _record_id(record))
         if result.outcome == "applied":
             self.table[cid] = codec.dumps(state)
-            self._count_status(before, state)
+            self._note_status(cid, state)
             if at is not None and self.metrics is not None:
                 self.metrics.event_lag.observe(max(0.0, (self.clock() - at) / 1e6))
         self._emit(cid, state, result)
@@ -244,13 +258,15 @@ class Processor:
                 self.tallies.alerts_resent[alert.kind] += 1
                 self.send(self.topics.alerts, cid, _dumps(alert.to_wire()), None, None)
 
-    def _count_status(self, before: str | None, state: CustomerState) -> None:
-        after = state.status if state.has_own_events else None
-        if before != after:
+    def _note_status(self, cid: bytes, state: CustomerState) -> None:
+        if not state.has_own_events:
+            return
+        before = self._status_of.get(cid)
+        if before != state.status:
             if before is not None:
                 self._statuses[before] -= 1
-            if after is not None:
-                self._statuses[after] += 1
+            self._statuses[state.status] += 1
+            self._status_of[cid] = state.status
 
     def _emit(self, cid: bytes, state: CustomerState, result: StepResult) -> None:
         if result.alert is not None:
@@ -342,7 +358,7 @@ class Processor:
             result = self.model.sweep(state, as_of)
             if (state.as_of, state.status, state.below_since, state.day) != before:
                 self.table[cid] = codec.dumps(state)
-                self._count_status(before[1], state)
+                self._note_status(cid, state)
                 if result.alert is not None:
                     self.alerts[result.alert.kind] += 1
                     self.send(self.topics.alerts, cid, _dumps(result.alert.to_wire()), None, None)
@@ -364,6 +380,7 @@ class Processor:
         self.flush_snapshots()
         self.cache.clear()
         self._statuses.clear()
+        self._status_of.clear()
         self._index.clear()
         self._changed.clear()
         self._indexed = False
@@ -375,10 +392,11 @@ class Processor:
         API probe for an unknown id must not grow the cache)."""
         state = self.cache.get(cid)
         if state is None:
-            raw = self.table.get(cid)
-            if raw is None:
+            # Read, not cached: a list query reads every customer once and must not
+            # push the stream's working set out of the cache.
+            state = self._load(cid)
+            if state is None:
                 return None
-            state = self.state(cid)
         return state if state.has_own_events else None
 
     def snapshot_of(self, cid: bytes) -> dict[str, Any] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -195,11 +196,12 @@ def test_an_unreadable_state_stops_rather_than_overwrites() -> None:
     assert h.table[b"c1"] == b'{"v": 99}'
 
 
-@pytest.mark.parametrize("forget_every", [0, 7])
-def test_the_mixed_example_gives_replays_figures(forget_every: int) -> None:
-    """Through the processor (cache dropped now and then, as on a rebalance), every
-    customer's final state equals replay's; DLQ codes match as a multiset."""
-    settings = Settings()
+@pytest.mark.parametrize(("forget_every", "cache"), [(0, 10_000), (7, 10_000), (0, 2)])
+def test_the_mixed_example_gives_replays_figures(forget_every: int, cache: int) -> None:
+    """Through the processor (cache dropped now and then, as on a rebalance, or too
+    small to hold every customer), every customer's final state equals replay's; DLQ
+    codes match as a multiset; the status gauge counts every customer once."""
+    settings = Settings(state_cache_customers=cache)
     lines = (SPEC / "example-mixed.events.jsonl").read_bytes().splitlines()
     r = Replayer(settings)
     h = Harness(settings)
@@ -222,6 +224,10 @@ def test_the_mixed_example_gives_replays_figures(forget_every: int) -> None:
     assert sorted(d["error"]["code"] for d in h.out("profitability-dlq")) == sorted(
         r.rejections.elements()
     )
+    assert len(h.p.cache) <= cache
+    if not forget_every:
+        statuses = Counter(s["status"] for s in final.values())
+        assert +h.p.tallies.statuses == statuses
 
 
 def test_the_query_index_follows_changes_and_rebuilds_from_the_table() -> None:
