@@ -27,6 +27,7 @@ import asyncio
 import functools
 import hmac
 import logging
+from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -131,25 +132,20 @@ class LocalAlertFeed(ApiView):
 
 class Customer(ApiView):
     async def get(self, request: Request, customer_id: str) -> Response:
-        routed = await _route_to_owner(self, request, customer_id)
-        if routed is not None:
-            return routed
-        snapshot = self.service.processor.snapshot_of(customer_id.encode("utf-8"))
-        if snapshot is None:
-            return _unknown(self, customer_id)
-        return self.json(snapshot)
+        return await _from_owner(self, request, customer_id, self.service.processor.snapshot_of)
 
 
 class CustomerAlerts(ApiView):
     async def get(self, request: Request, customer_id: str) -> Response:
-        limit = _alerts_limit(request)
-        routed = await _route_to_owner(self, request, customer_id)
-        if routed is not None:
-            return routed
-        alerts = self.service.processor.alerts_of(customer_id.encode("utf-8"))
-        if alerts is None:
-            return _unknown(self, customer_id)
-        return self.json({"customer_id": customer_id, "alerts": alerts[::-1][:limit]})
+        limit = _alerts_limit(request)  # a bad limit is a 400 here, before any routing
+
+        def newest_first(cid: bytes) -> dict[str, Any] | None:
+            alerts = self.service.processor.alerts_of(cid)
+            if alerts is None:
+                return None
+            return {"customer_id": customer_id, "alerts": alerts[::-1][:limit]}
+
+        return await _from_owner(self, request, customer_id, newest_first)
 
 
 class Metrics(ApiView):
@@ -207,6 +203,20 @@ def register(app: faust.App, service: Service) -> None:
 
 def _alerts_limit(request: Any) -> int:
     return query.parse_limit(request.query.get("limit"), query.DEFAULT_ALERTS, query.MAX_ALERTS)
+
+
+async def _from_owner(
+    view: ApiView,
+    request: Any,
+    customer_id: str,
+    read: Callable[[bytes], dict[str, Any] | None],
+) -> Response:
+    """The owning worker's answer: forwarded there, or `read` here when this is it."""
+    routed = await _route_to_owner(view, request, customer_id)
+    if routed is not None:
+        return routed
+    body = read(customer_id.encode("utf-8"))
+    return _unknown(view, customer_id) if body is None else view.json(body)
 
 
 def _unknown(view: View, customer_id: str) -> Response:
