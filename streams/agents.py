@@ -80,6 +80,8 @@ class Service:
         if settings.sweep_interval_seconds > 0:
             app.timer(settings.sweep_interval_seconds, name="sweep")(self._sweep_tick)
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        # Sent once the tables of newly assigned partitions are recovered.
+        app.on_rebalance_complete.connect(self._on_rebalanced)  # type: ignore[arg-type]
 
     def _send(
         self,
@@ -104,6 +106,9 @@ class Service:
 
     async def _on_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         self.processor.forget()
+
+    async def _on_rebalanced(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        self.processor.reindex()
 
 
 class _FlushBeforeCommit(faust.Sensor):

@@ -387,6 +387,11 @@ class Processor:
 
     # ---- queries (streams/web.py) ------------------------------------------------------
 
+    def reindex(self) -> None:
+        """Partitions arrived (and their tables are recovered): the next query reads
+        every stored customer again, the new ones included."""
+        self._indexed = False
+
     def stored_state(self, cid: bytes) -> CustomerState | None:
         """The customer's state if it has events of its own; never creates one (an
         API probe for an unknown id must not grow the cache)."""

@@ -291,13 +291,25 @@ async def gather_from_workers(
 
 
 async def _local_answer(view: ApiView, path: str, params: dict[str, str]) -> dict[str, Any]:
-    """This worker's part of a list."""
+    """This worker's part of a list; a 503 while its partitions are moving, since its
+    part would then be missing customers or hold another worker's."""
+    _not_rebalancing(view)
     entries = (await view.service.processor.query_index()).values()
+    _not_rebalancing(view)  # the index is read in chunks: still the same partitions?
     if path == "/internal/customers":
         q = query.parse_list_query(params)
         return query.list_body((e.row for e in entries), q)
     limit = query.parse_limit(params.get("limit"), query.DEFAULT_ALERTS, query.MAX_ALERTS)
     return {"alerts": query.newest_alerts((a for e in entries for a in e.alerts), limit)}
+
+
+def _not_rebalancing(view: ApiView) -> None:
+    if view.app.rebalancing:
+        raise QueryError(
+            "partitions are being reassigned between workers; ask again in a few seconds",
+            503,
+            "unavailable",
+        )
 
 
 async def _broker_reachable(app: Any) -> bool:

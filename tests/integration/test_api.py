@@ -188,3 +188,18 @@ def test_two_workers_answer_for_every_customer(
     assert "profitwatch_input_records_total{" in metrics
     status, page = get(f"{a}/?access_token={TOKEN}", token=None)
     assert status == 200 and "<html" in page.lower()
+
+    # a worker that does not answer makes a list a 503, never a silently partial list …
+    workers[1].kill9()
+    status, body = get(f"{a}/customers?limit=500")
+    assert status == 503 and body["error"]["code"] == "unavailable", body
+    # … and once the group has rebalanced, the survivor answers for every customer
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status, body = get(f"{a}/customers?limit=500")
+        if status == 200 and {r["customer_id"] for r in body["customers"]} == customers:
+            break
+        time.sleep(1.0)
+    assert status == 200 and len(body["customers"]) == len(customers), (status, body)
+    for cid in sorted(customers):
+        assert ok(f"{a}/customers/{cid}") == snapshots[cid], cid
