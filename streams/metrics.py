@@ -11,8 +11,9 @@ Only the two latency histograms are observed per record.
 - profitwatch_rejected_records_total{topic, code};
 - profitwatch_alerts_total{kind}, and profitwatch_alerts_resent_total{kind}: alerts sent
   again, same alert_id, because the record that triggered them was redelivered;
-- profitwatch_customers{status} and profitwatch_table_customers: the customers this
-  worker holds decoded (all of its partitions' customers after the first sweep);
+- profitwatch_customers{status} and profitwatch_table_customers: the customers of this
+  worker's partitions read since assignment (all of them after the first sweep or list
+  query);
 - profitwatch_event_time_lag_seconds: wall clock − occurred_at of applied events;
 - profitwatch_processing_seconds: one record through the processor;
 - profitwatch_sweep_duration_seconds: one partition's sweep.
@@ -132,6 +133,6 @@ class _TallyCollector(Collector):
         yield customers
         yield GaugeMetricFamily(
             "profitwatch_table_customers",
-            "Customers in this worker's state cache.",
+            "Customers of this worker's partitions read since assignment.",
             value=sum(self.t.statuses.values()),
         )

@@ -432,6 +432,7 @@ class Processor:
                 if state is None:
                     self._index.pop(cid, None)
                 else:
+                    self._note_status(cid, state)  # the status gauge learns of it too
                     row = row_of(self.model.snapshot_wire(state))
                     self._index[cid] = IndexEntry(row, self.model.recent_alerts_wire(state))
             if changed:

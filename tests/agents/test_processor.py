@@ -254,6 +254,8 @@ def test_the_query_index_follows_changes_and_rebuilds_from_the_table() -> None:
     assert rows()["c3"]["revenue"] == "1003.00"
     assert rows() == expected()
     h.p.forget()  # a rebalance: the index is rebuilt from the table on the next query
+    assert not h.p.cache and not +h.p.tallies.statuses
     assert rows() == expected()
+    assert sum(h.p.tallies.statuses.values()) == 7  # the status gauge counts them again
     assert asyncio.run(h.p.query_index()) is h.p._index
     assert h.p.snapshot_of(b"nobody") is None and b"nobody" not in h.p.cache
