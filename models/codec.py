@@ -99,30 +99,15 @@ def _shared(a: str, b: str) -> int:
     return lo
 
 
-def _encode_ids(seen: dict[str, int]) -> list[int | str | list[str]]:
+def _plain_ids(seen: dict[str, int]) -> list[int | str | list[str]]:
+    """The layout for states holding an id with a "," (front coding joins on ",")."""
     flat: list[int | str | list[str]] = []
-    # Front coding needs "," free ids; a state holding one keeps plain lists.
-    if ",".join(seen).count(",") != len(seen) - 1:
-        mark = 0
-        for event_id, m in seen.items():
-            if not flat or m != mark:
-                flat += (m - mark, [])
-                mark = m
-            flat[-1].append(event_id)  # type: ignore[union-attr]
-        return flat
-    mark, prev = 0, ""
-    parts: list[str] = []
+    mark = 0
     for event_id, m in seen.items():
-        if m != mark or not flat:
-            if parts:
-                flat.append(",".join(parts))
-                parts = []
-            flat.append(m - mark)
+        if not flat or m != mark:
+            flat += (m - mark, [])
             mark = m
-        n = _shared(prev, event_id)
-        parts.append(chr(_PREFIX_BASE + n) + event_id[n:])
-        prev = event_id
-    flat.append(",".join(parts))
+        flat[-1].append(event_id)  # type: ignore[union-attr]
     return flat
 
 
@@ -231,7 +216,7 @@ class _Memo:
     def ids_flat(self, seen: dict[str, int]) -> list[int | str | list[str]]:
         self.sync_ids(seen)
         if self.commas:
-            return _encode_ids(seen)
+            return _plain_ids(seen)
         marks, codes, n = self.marks, self.codes, len(self.marks)
         if not n:
             return []
@@ -289,6 +274,7 @@ def _decode_ids(flat: Any, seen: dict[str, int]) -> None:
 
 def to_dict(s: CustomerState, *, memo: bool = True) -> dict[str, Any]:
     """The state as the JSON value; `memo=False` encodes from scratch (tests compare)."""
+    m = _memo(s) if memo else _Memo()
     out: dict[str, Any] = {"v": VERSION, "c": s.customer_id, "s": _STATUS.index(s.status)}
     for key, value in (
         ("a", s.as_of),
@@ -306,19 +292,11 @@ def to_dict(s: CustomerState, *, memo: bool = True) -> dict[str, Any]:
     out["T"] = [_d(x) for x in s.trailing]
     out["P"] = _d(s.prev_revenue)
     if s.buckets:
-        if memo:
-            out["B"] = _memo(s).buckets_flat(s.buckets)
-        else:
-            flat: list[int | str] = []
-            last = 0
-            for day in sorted(s.buckets):
-                flat += (day - last, _amounts(s.buckets[day]))
-                last = day
-            out["B"] = flat
+        out["B"] = m.buckets_flat(s.buckets)
     if s.seen:
-        out["S"] = _memo(s).ids_flat(s.seen) if memo else _encode_ids(s.seen)
-    elif s.codec_memo is not None:
-        _memo(s).sync_ids(s.seen)  # all forgotten: so must the memo be
+        out["S"] = m.ids_flat(s.seen)
+    elif memo and s.codec_memo is not None:
+        m.sync_ids(s.seen)  # all forgotten: so must the memo be
     if s.tickets:
         out["K"] = {tid: [_d(t.cost), _t(t.at)] for tid, t in s.tickets.items()}
     if s.invoices:

@@ -330,37 +330,23 @@ class ProfitModel:
         if kind is None:
             return None
         state.alerts_emitted += 1
-        alert = build_alert(
-            customer_id=state.customer_id,
-            n=state.alerts_emitted,
-            kind=kind,
-            status=status,
-            previous_status=previous,
-            as_of=iso(state.as_of) or "",
-            trigger_event_id=trigger,
-            window_days=self.window_days,
-            trailing=t,
-            lifetime=state.lifetime,
-            previous_revenue=state.prev_revenue,
-            currency=self.currency,
+        # The alert is built from what is kept of it, so the one sent and the one
+        # rebuilt later (GET …/alerts, a redelivered trigger) cannot differ.
+        kept = KeptAlert(
+            state.alerts_emitted,
+            kind,
+            previous,
+            status,
+            state.as_of,
+            trigger,
+            tuple(t),
+            tuple(state.lifetime),
+            state.prev_revenue,
         )
         if self._alerts_kept:
-            kept = state.recent_alerts
-            kept.append(
-                KeptAlert(
-                    state.alerts_emitted,
-                    kind,
-                    previous,
-                    status,
-                    state.as_of,
-                    trigger,
-                    tuple(t),
-                    tuple(state.lifetime),
-                    state.prev_revenue,
-                )
-            )
-            del kept[: -self._alerts_kept]
-        return alert
+            state.recent_alerts.append(kept)
+            del state.recent_alerts[: -self._alerts_kept]
+        return self.kept_alert(state, kept)
 
     def kept_alert(self, state: CustomerState, k: KeptAlert) -> Alert:
         """A kept alert rebuilt exactly as it was sent."""

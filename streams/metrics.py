@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -93,36 +94,26 @@ class _TallyCollector(Collector):
         self.t = tallies
 
     def collect(self) -> Iterator[Metric]:
-        records = CounterMetricFamily(
+        t = self.t
+        yield _counter(
             "profitwatch_input_records",
             "Input records by topic and outcome; the outcomes add up to records consumed.",
-            labels=["topic", "outcome"],
+            ["topic", "outcome"],
+            t.outcomes,
         )
-        for (topic, outcome), n in sorted(self.t.outcomes.items()):
-            records.add_metric([topic, outcome], n)
-        yield records
-        rejected = CounterMetricFamily(
+        yield _counter(
             "profitwatch_rejected_records",
             "Records sent to the dead-letter topic, by topic and rejection code.",
-            labels=["topic", "code"],
+            ["topic", "code"],
+            t.rejections,
         )
-        for (topic, code), n in sorted(self.t.rejections.items()):
-            rejected.add_metric([topic, code], n)
-        yield rejected
-        alerts = CounterMetricFamily(
-            "profitwatch_alerts", "Alerts emitted, by kind.", labels=["kind"]
-        )
-        for kind, n in sorted(self.t.alerts.items()):
-            alerts.add_metric([kind], n)
-        yield alerts
-        resent = CounterMetricFamily(
+        yield _counter("profitwatch_alerts", "Alerts emitted, by kind.", ["kind"], t.alerts)
+        yield _counter(
             "profitwatch_alerts_resent",
             "Alerts sent again because their trigger was redelivered (same alert_id).",
-            labels=["kind"],
+            ["kind"],
+            t.alerts_resent,
         )
-        for kind, n in sorted(self.t.alerts_resent.items()):
-            resent.add_metric([kind], n)
-        yield resent
         customers = GaugeMetricFamily(
             "profitwatch_customers",
             "Customers held by this worker, by status.",
@@ -136,3 +127,11 @@ class _TallyCollector(Collector):
             "Customers of this worker's partitions read since assignment.",
             value=sum(self.t.statuses.values()),
         )
+
+
+def _counter(name: str, doc: str, labels: list[str], tally: Counter[Any]) -> CounterMetricFamily:
+    """A counter family from a tally keyed by one label value or a tuple of them."""
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, n in sorted(tally.items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], n)
+    return family

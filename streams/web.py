@@ -27,7 +27,7 @@ import asyncio
 import functools
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,7 @@ from yarl import URL
 
 from models import query
 from models.errors import QueryError
+from streams.processor import IndexEntry
 
 if TYPE_CHECKING:
     from streams.agents import Service
@@ -107,27 +108,29 @@ class CustomerList(ApiView):
     async def get(self, request: Request) -> Response:
         q = query.parse_list_query(request.query)
         params = q.params(request.query.get("cursor"))
-        bodies = await gather_from_workers(self, request, "/internal/customers", params)
+        local = await _local_customers(self, q)
+        bodies = await gather_from_workers(self, request, "/internal/customers", params, local)
         return self.json(query.merge_list_bodies(bodies, q))
 
 
 class LocalCustomerList(ApiView):
     async def get(self, request: Request) -> Response:
-        return self.json(await _local_answer(self, "/internal/customers", dict(request.query)))
+        return self.json(await _local_customers(self, query.parse_list_query(request.query)))
 
 
 class AlertFeed(ApiView):
     async def get(self, request: Request) -> Response:
         limit = _alerts_limit(request)
-        bodies = await gather_from_workers(self, request, "/internal/alerts", {"limit": str(limit)})
+        local = await _local_alerts(self, limit)
+        params = {"limit": str(limit)}
+        bodies = await gather_from_workers(self, request, "/internal/alerts", params, local)
         alerts = query.newest_alerts((a for b in bodies for a in b["alerts"]), limit)
         return self.json({"alerts": alerts})
 
 
 class LocalAlertFeed(ApiView):
     async def get(self, request: Request) -> Response:
-        params = {"limit": str(_alerts_limit(request))}
-        return self.json(await _local_answer(self, "/internal/alerts", params))
+        return self.json(await _local_alerts(self, _alerts_limit(request)))
 
 
 class Customer(ApiView):
@@ -225,11 +228,9 @@ def _unknown(view: View, customer_id: str) -> Response:
 
 async def _route_to_owner(view: ApiView, request: Any, customer_id: str) -> Response | None:
     """The owner's answer, or None when this worker owns the customer."""
-    from streams.agents import TABLE_NAME
-
     try:
         return await view.app.router.route_req(
-            TABLE_NAME, customer_id.encode("utf-8"), view.web, request
+            view.service.table.name, customer_id.encode("utf-8"), view.web, request
         )
     except SameNode:
         return None
@@ -242,9 +243,7 @@ async def _route_to_owner(view: ApiView, request: Any, customer_id: str) -> Resp
 
 
 def _peers(view: ApiView) -> list[URL]:
-    from streams.agents import TABLE_NAME
-
-    hosts = set(view.app.router.table_metadata(TABLE_NAME))
+    hosts = set(view.app.router.table_metadata(view.service.table.name))
     me = str(view.app.conf.canonical_url)
     urls = sorted({URL(h) for h in hosts if URL(h) != URL(me)}, key=str)
     if not view.app.assignor.assigned_actives() and not urls:
@@ -255,13 +254,12 @@ def _peers(view: ApiView) -> list[URL]:
 
 
 async def gather_from_workers(
-    view: ApiView, request: Any, path: str, params: dict[str, str]
+    view: ApiView, request: Any, path: str, params: dict[str, str], local: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """Every worker's answer to `path`: this one's directly, the others' over HTTP.
+    """This worker's own answer (`local`) and every other worker's answer to `path`.
 
     A worker that does not answer fails the request (503): a list silently missing
     a worker's customers would look complete and be wrong."""
-    local = await _local_answer(view, path, params)
     peers = _peers(view)
     headers = {}
     if "Authorization" in request.headers:
@@ -290,16 +288,21 @@ async def gather_from_workers(
     return [local, *others]
 
 
-async def _local_answer(view: ApiView, path: str, params: dict[str, str]) -> dict[str, Any]:
-    """This worker's part of a list; a 503 while its partitions are moving, since its
-    part would then be missing customers or hold another worker's."""
+async def _local_entries(view: ApiView) -> Iterable[IndexEntry]:
+    """This worker's customers for a list; a 503 while its partitions are moving, since
+    its part would then be missing customers or hold another worker's."""
     _not_rebalancing(view)
     entries = (await view.service.processor.query_index()).values()
     _not_rebalancing(view)  # the index is read in chunks: still the same partitions?
-    if path == "/internal/customers":
-        q = query.parse_list_query(params)
-        return query.list_body((e.row for e in entries), q)
-    limit = query.parse_limit(params.get("limit"), query.DEFAULT_ALERTS, query.MAX_ALERTS)
+    return entries
+
+
+async def _local_customers(view: ApiView, q: query.ListQuery) -> dict[str, Any]:
+    return query.list_body((e.row for e in await _local_entries(view)), q)
+
+
+async def _local_alerts(view: ApiView, limit: int) -> dict[str, Any]:
+    entries = await _local_entries(view)
     return {"alerts": query.newest_alerts((a for e in entries for a in e.alerts), limit)}
 
 
