@@ -7,7 +7,7 @@ never passes through a binary float.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import jiter
 from pydantic import ValidationError
@@ -17,13 +17,18 @@ from models.events import EVENT_MODELS, Event, InvoiceEvent, ReferralEvent
 from models.settings import Settings
 from models.timeutil import to_us
 
+# jiter caches the Python strings it creates ("all" by default): a win for repeated
+# values, a loss for records whose values are mostly unique ids and timestamps. Keys
+# only: parsing a replay line took ~1.6 µs instead of ~2.3-3.5 µs along a stream.
+JSON_CACHE: Final = "keys"
+
 
 def parse_json(raw: bytes | str) -> Any:
     """JSON text -> Python, numbers with a fraction or exponent as `Decimal`."""
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "surrogatepass")
     try:
-        return jiter.from_json(raw, float_mode="decimal")
+        return jiter.from_json(raw, float_mode="decimal", cache_mode=JSON_CACHE)
     except ValueError as exc:  # jiter reports syntax and UTF-8 errors as ValueError
         raise RejectedRecord("malformed_json", f"not valid JSON: {exc}") from None
 
@@ -35,6 +40,12 @@ def _schema_message(exc: ValidationError) -> str:
         parts.append(f"{loc}: {err['msg']}")
     more = exc.error_count() - len(parts)
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def _customer_of(value: dict[str, Any]) -> str | None:
+    """The customer a rejected value names, if it names one (for the DLQ record's key)."""
+    cid = value.get("customer_id")
+    return cid if isinstance(cid, str) and cid else None
 
 
 class Decoder:
@@ -60,11 +71,12 @@ class Decoder:
         self, topic: str, raw: Any, *, now_us: int, size: int | None = None
     ) -> tuple[Event, int]:
         """Like `decode`, also giving `occurred_at` as epoch µs (computed once here)."""
-        if isinstance(raw, (bytes, bytearray, memoryview)):
-            raw = bytes(raw)
-            size = len(raw)
-        elif isinstance(raw, str):
-            size = len(raw.encode("utf-8", "surrogatepass"))
+        if type(raw) is not dict:  # replay hands over parsed values: no bytes to check
+            if isinstance(raw, (bytes, bytearray, memoryview)):
+                raw = bytes(raw)
+                size = len(raw)
+            elif isinstance(raw, str):
+                size = len(raw.encode("utf-8", "surrogatepass"))
         if size is not None and size > self._max_bytes:
             raise RejectedRecord(
                 "payload_too_large", f"value is {size} bytes, the limit is {self._max_bytes}"
@@ -72,17 +84,19 @@ class Decoder:
         value = parse_json(raw) if isinstance(raw, (bytes, str)) else raw
         if not isinstance(value, dict):
             raise RejectedRecord("schema_violation", "value must be a JSON object")
-        cid = value.get("customer_id")
-        customer_id = cid if isinstance(cid, str) and cid else None
-
         validator = self._validators.get(topic)
         if validator is None:
-            raise RejectedRecord("schema_violation", f"unknown input topic {topic!r}", customer_id)
+            raise RejectedRecord(
+                "schema_violation", f"unknown input topic {topic!r}", _customer_of(value)
+            )
         try:
             event: Event = validator.validate_python(value)
         except ValidationError as exc:
-            raise RejectedRecord("schema_violation", _schema_message(exc), customer_id) from None
+            raise RejectedRecord(
+                "schema_violation", _schema_message(exc), _customer_of(value)
+            ) from None
 
+        customer_id = event.customer_id
         at = to_us(event.occurred_at)
         if at > now_us + self._skew_us:
             raise RejectedRecord(
@@ -96,7 +110,7 @@ class Decoder:
             raise RejectedRecord(
                 "unknown_currency", f"currency {currency} is not in the FX table", customer_id
             )
-        if isinstance(event, ReferralEvent) and event.referred_customer_id == event.customer_id:
+        if isinstance(event, ReferralEvent) and event.referred_customer_id == customer_id:
             raise RejectedRecord("self_referral", "a customer cannot refer itself", customer_id)
         if isinstance(event, InvoiceEvent) and event.status == "overdue":
             days = event.days_overdue

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
 
 from alerts.build import build_alert, revenue_change
@@ -46,7 +46,7 @@ from models.ledger import (
     add_many,
     advance,
 )
-from models.money import ZERO, exact, money_str
+from models.money import LEDGER_PLACES, ZERO, exact, money_str
 from models.outputs import Alert, Snapshot, figures_wire
 from models.settings import Settings
 from models.timeutil import US_PER_DAY, day_of, iso, to_us
@@ -145,28 +145,40 @@ class ProfitModel:
     def apply_event(self, state: CustomerState, event: Event, at: int | None = None) -> StepResult:
         """Apply one of the customer's own events; `at` is `occurred_at` in epoch µs
         when the caller already has it (the decoder computes it once)."""
-        mark = state.seen.get(event.event_id)
+        event_id = event.event_id
+        seen = state.seen
+        mark = seen.get(event_id)
         if mark is not None:
             again = self._forward_of(state, event) if mark & 1 else None
-            return StepResult("duplicate", forward=again)
+            return StepResult("duplicate", None, again)
         if at is None:
             at = to_us(event.occurred_at)
-        stale = self._stale_checks.get(type(event))
+        kind = type(event)
+        stale = self._stale_checks.get(kind)
         if stale is not None and stale(state, event, at):
             return StepResult("stale")
 
-        self._move_as_of(state, at)
+        # _move_as_of, inlined: this is the hot path of every applied event.
         day = at // US_PER_DAY
-        forward = self._handlers[type(event)](state, event, day, at)
+        as_of = state.as_of
+        if as_of is None or at > as_of:
+            state.as_of = at
+            if day != state.day:
+                advance(state, day, self.window_days)
+        forward = self._handlers[kind](state, event, day, at)
 
-        day_applied = state.day if state.day is not None else day
-        state.seen[event.event_id] = (day_applied << 1) | (forward is not None)
+        day_applied = state.day
+        seen[event_id] = ((day if day_applied is None else day_applied) << 1) | (
+            forward is not None
+        )
         state.events_applied += 1
-        if state.first_seen is None or at < state.first_seen:
+        first = state.first_seen
+        if first is None or at < first:
             state.first_seen = at
-        if state.last_event_at is None or at > state.last_event_at:
+        last = state.last_event_at
+        if last is None or at > last:
             state.last_event_at = at
-        return StepResult("applied", self._evaluate(state, event.event_id), forward)
+        return StepResult("applied", self._evaluate(state, event_id), forward)
 
     def apply_link(self, state: CustomerState, link: ReferralLink) -> StepResult:
         # Not an event of the referred customer: no as_of move, no evaluation.
@@ -219,18 +231,21 @@ class ProfitModel:
     def _amounts(self, e: OrderEvent) -> tuple[Decimal, Decimal, Decimal, Decimal]:
         """Revenue, cost of goods, commission and fulfilment in the reporting currency."""
         rate = self._fx[e.currency]
+        # models.money.exact, inlined: four per order.
         if rate == 1:  # the reporting currency: no multiplication to round
-            return (
-                exact(e.revenue),
-                exact(e.cost_of_goods),
-                exact(e.commission),
-                exact(e.fulfillment_cost),
+            r, c, k, f = e.revenue, e.cost_of_goods, e.commission, e.fulfillment_cost
+        else:
+            r, c, k, f = (
+                e.revenue * rate,
+                e.cost_of_goods * rate,
+                e.commission * rate,
+                e.fulfillment_cost * rate,
             )
         return (
-            exact(e.revenue * rate),
-            exact(e.cost_of_goods * rate),
-            exact(e.commission * rate),
-            exact(e.fulfillment_cost * rate),
+            r.quantize(LEDGER_PLACES, ROUND_HALF_EVEN).normalize(),
+            c.quantize(LEDGER_PLACES, ROUND_HALF_EVEN).normalize(),
+            k.quantize(LEDGER_PLACES, ROUND_HALF_EVEN).normalize() if k else ZERO,
+            f.quantize(LEDGER_PLACES, ROUND_HALF_EVEN).normalize() if f else ZERO,
         )
 
     def contribution(self, e: OrderEvent) -> Decimal:
@@ -319,9 +334,10 @@ class ProfitModel:
             return None  # credits only, no event of its own yet: nothing to judge
         previous = state.status
         t = state.trailing
-        net = t[REV] - t[COGS] - t[COMM] - t[FUL] - t[SUP] - t[SALES] - t[OVD] + t[REF]
+        rev, cogs, comm, ful, sup, sales, ovd, ref = t
+        net = rev - cogs - comm - ful - sup - sales - ovd + ref
         status, state.below_since = decide(
-            previous, state.below_since, state.as_of, state.first_seen, net, t[REV], self.rules
+            previous, state.below_since, state.as_of, state.first_seen, net, rev, self.rules
         )
         if status == previous:
             return None

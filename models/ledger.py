@@ -93,6 +93,11 @@ class CustomerState:
     # applied id -> (day applied << 1) | forwarded-bit. Days only grow, so the dict's
     # insertion order is also expiry order: pruning pops from the front.
     seen: dict[str, int] = field(default_factory=dict)
+    # A lower bound of the day of the oldest id in `seen` (0: unknown). CPython leaves
+    # a deleted entry's slot in place until the dict is resized, so looking at the
+    # oldest id after pruning from the front walks past every pruned slot: this
+    # bound lets `advance` skip that walk on the days nothing can expire.
+    seen_floor: int = field(default=0, compare=False, repr=False)
     tickets: dict[str, Ticket] = field(default_factory=dict)
     invoices: dict[str, Invoice] = field(default_factory=dict)
     referred: set[str] = field(default_factory=set)
@@ -147,10 +152,9 @@ def advance(state: CustomerState, new_day: int, window_days: int) -> None:
                     state.prev_revenue -= b[REV]
                     del buckets[day]
     state.day = new_day
-    seen = state.seen
-    # Remembered ids expire oldest first; look at the oldest before walking.
-    if seen and next(iter(seen.values())) >> 1 <= new_day - 2 * w:
-        _forget_ids(seen, new_day - 2 * w)
+    # Remembered ids expire oldest first, only once the oldest can have expired.
+    if state.seen_floor <= new_day - 2 * w and state.seen:
+        state.seen_floor = _forget_ids(state.seen, new_day - 2 * w, new_day)
 
 
 def _leave_trailing(state: CustomerState, day: int, b: list[Decimal], *, in_previous: bool) -> None:
@@ -166,15 +170,19 @@ def _leave_trailing(state: CustomerState, day: int, b: list[Decimal], *, in_prev
         del state.buckets[day]
 
 
-def _forget_ids(seen: dict[str, int], horizon: int) -> None:
-    """Drop ids applied on or before `horizon` (the oldest come first)."""
+def _forget_ids(seen: dict[str, int], horizon: int, today: int) -> int:
+    """Drop ids applied on or before `horizon` (the oldest come first); returns the
+    day of the oldest id kept (`today` when none is: later ids are no older)."""
     expired = []
+    oldest = today
     for event_id, mark in seen.items():
         if mark >> 1 > horizon:
+            oldest = mark >> 1
             break
         expired.append(event_id)
     for event_id in expired:
         del seen[event_id]
+    return oldest
 
 
 def add(state: CustomerState, day: int, index: int, amount: Decimal, window_days: int) -> None:

@@ -323,3 +323,30 @@ def test_alert_ids_count_per_customer() -> None:
     )
     got = [(a["customer_id"], a["alert_id"]) for a in alerts(out)]
     assert got == [("a", alert_id("a", 1)), ("b", alert_id("b", 1))]
+
+
+def test_remembered_ids_are_dropped_two_windows_on_also_after_a_restore() -> None:
+    """Ids are kept while applied within 2 × window_days of as_of (spec section 7), then
+    dropped, so a state's id memory stays bounded; a state restored from its bytes
+    (which does not carry the engine's hint of the oldest id's day) drops them too."""
+    from datetime import date, timedelta
+
+    from models import codec
+
+    w = Settings().window_days
+
+    def day(n: int) -> str:
+        return (date(2025, 1, 1) + timedelta(days=n)).isoformat()
+
+    r, _ = run(
+        [
+            order("c", day(0), 100, 50, event_id="old"),
+            order("c", day(10), 100, 50, event_id="mid"),
+            order("c", day(2 * w + 1), 100, 50, event_id="new"),
+        ]
+    )
+    assert list(r.states["c"].seen) == ["mid", "new"]  # "old" was applied on day 0
+    r.states["c"] = codec.loads(codec.dumps(r.states["c"]))
+    r.feed(*order("c", day(2 * w + 11), 100, 50, event_id="latest"))
+    assert list(r.states["c"].seen) == ["new", "latest"]  # "mid" (day 10) went too
+    assert snap(r, "c")["events_applied"] == 4
