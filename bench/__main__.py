@@ -64,7 +64,7 @@ def main() -> int:
     p.add_argument("--customers", type=int, default=500)
     p.add_argument("--days", type=int, default=365)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--only", choices=["engine", "e2e"], default=None)
     p.add_argument("--e2e-customers", type=int, default=E2E.customers)
     p.add_argument("--e2e-days", type=int, default=E2E.days, help="50 days: ~200,000 records")
