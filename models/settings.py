@@ -133,6 +133,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     store: str = "rocksdb://"  # "memory://" for tests
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    # How often offsets are committed; changed states are written to the table and
+    # snapshots sent once per commit (a customer changed N times in between is written
+    # once), so this is also the snapshot topic's delay. Faust's default.
+    commit_interval_seconds: float = Field(default=2.8, gt=0)
     web_bind: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
     # When set, every web route but /health, /ready and /metrics wants

@@ -18,6 +18,7 @@ from streams import web
 from streams.app import create_app
 from streams.metrics import Metrics
 from streams.processor import Headers, Processor
+from streams.table_writes import PartitionedTable
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,14 @@ class Service:
         # topics are partitioned by, or table routing asks the wrong worker.
         self.table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=n)
         self.metrics = Metrics()
+        writes = PartitionedTable(self.table, t.internal, n)
         self.processor = Processor(
-            settings, self.table, self._send, coalesce_snapshots=True, metrics=self.metrics
+            settings, writes, self._send, coalesce=True, metrics=self.metrics
         )
         self.metrics.watch(self.processor.tallies)
         # Faust calls sensors' on_commit_initiated before it flushes the producer and
-        # commits offsets: the owed snapshots go out first (see Processor).
+        # commits offsets: the changed states and owed snapshots go out first (see
+        # Processor).
         app.sensors.add(_FlushBeforeCommit(self.processor))
 
         async def ingest(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
@@ -105,7 +108,10 @@ class Service:
                 await self.internal_topic.send(value=request, partition=tp.partition)
 
     async def _on_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        # Faust has flushed its producer already; the states written here must reach
+        # the changelog before the partitions' new owner reads it.
         self.processor.forget()
+        await self.app.producer.flush()
 
     async def _on_rebalanced(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         self.processor.reindex()
@@ -117,7 +123,7 @@ class _FlushBeforeCommit(faust.Sensor):
         self.processor = processor
 
     def on_commit_initiated(self, consumer: Any) -> Any:
-        self.processor.flush_snapshots()
+        self.processor.flush()
         return super().on_commit_initiated(consumer)
 
 

@@ -26,6 +26,7 @@ def app_config(settings: Settings) -> dict[str, Any]:
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,
         "processing_guarantee": settings.processing_guarantee,
+        "broker_commit_interval": settings.commit_interval_seconds,
         # A new group reads input from the start: nothing upstream published is skipped.
         "consumer_auto_offset_reset": "earliest",
         "web_bind": settings.web_bind,
@@ -52,6 +53,13 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
     conf = app_config(settings) | overrides
     app = faust.App(settings.app_id, **conf)
     flush_everything_before_commit(app)
+    if not app.conf.producer_threaded:
+        # A commit puts every changed state and owed snapshot into Faust's producer
+        # buffer at once (streams/processor.py). Above `max_messages` (100) Faust
+        # stops the streams, logs a warning and drains 100 at a time: at every commit
+        # of a busy worker. Room for two records per cached customer instead; the
+        # pre-commit drain still waits for all of them.
+        app.producer.buffer.max_messages = 2 * settings.state_cache_customers + 1_000
     return app
 
 

@@ -89,7 +89,7 @@ class Processor:
         send: Send,
         *,
         clock: Callable[[], int] = now_us,
-        coalesce_snapshots: bool = False,
+        coalesce: bool = False,
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
@@ -107,11 +107,16 @@ class Processor:
         # A decoded year of history is ~60 KiB (Decimals) plus ~30 KiB of codec memo:
         # the cache keeps the most recently used states only.
         self.cache_limit = settings.state_cache_customers
-        # With coalescing, a snapshot is owed (not sent) per changed customer and the
-        # agents flush what is owed before Faust commits offsets: every committed
-        # record's snapshot is out before its offset is, whatever crashes when.
-        self.coalesce_snapshots = coalesce_snapshots
-        self.owed: set[bytes] = set()
+        # With coalescing, a changed customer's state is written to the table and its
+        # snapshot sent once per commit, not once per record (Kafka Streams' record
+        # cache): the agents call `flush()` before Faust commits offsets, so every
+        # committed record's state and snapshot are out before its offset is,
+        # whatever crashes when. Until then the cache holds the only copy: a changed
+        # state leaving the cache is written first. A table write per record costs
+        # a changelog send and its delivery callback, the larger part of a record.
+        self.coalesce = coalesce
+        self.dirty: set[bytes] = set()  # states changed since they were last written
+        self.owed: set[bytes] = set()  # snapshots owed
         self.metrics = metrics
         self.tallies = Tallies()
         self.outcomes = self.tallies.outcomes  # (topic, outcome)
@@ -210,7 +215,10 @@ class Processor:
             s = CustomerState(cid.decode("utf-8"))
         cache[cid] = s
         if len(cache) > self.cache_limit:
-            cache.popitem(last=False)  # the table has it: evicting loses nothing
+            old, old_state = cache.popitem(last=False)
+            if old in self.dirty:  # its only copy: write it before letting it go
+                self.dirty.discard(old)
+                self.table[old] = codec.dumps(old_state)
         self._note_status(cid, s)
         return s
 
@@ -242,7 +250,7 @@ class Processor:
         if result.outcome == "duplicate" and state.recent_alerts:
             self._resend_alerts(cid, state, _record_id(record))
         if result.outcome == "applied":
-            self.table[cid] = codec.dumps(state)
+            self._changed_state(cid, state)
             self._note_status(cid, state)
             if at is not None and self.metrics is not None:
                 self.metrics.event_lag.observe(max(0.0, (self.clock() - at) / 1e6))
@@ -300,14 +308,32 @@ class Processor:
             }
         self.send(self.topics.internal, target.encode("utf-8"), _dumps(rec), None, None)
 
+    def _changed_state(self, cid: bytes, state: CustomerState) -> None:
+        if self.coalesce:
+            self.dirty.add(cid)
+        else:
+            self.table[cid] = codec.dumps(state)
+
     def _snapshot(self, cid: bytes, state: CustomerState) -> None:
         self._changed.add(cid)
-        if self.coalesce_snapshots:
+        if self.coalesce:
             self.owed.add(cid)
         else:
             self.send(
                 self.topics.snapshots, cid, _dumps(self.model.snapshot_wire(state)), None, None
             )
+
+    def flush(self) -> tuple[int, int]:
+        """Write every changed state to the table, then send the latest snapshot of
+        every customer that changed since the last flush: (states, snapshots)."""
+        return self.flush_states(), self.flush_snapshots()
+
+    def flush_states(self) -> int:
+        dirty, self.dirty = self.dirty, set()
+        cache = self.cache
+        for cid in sorted(dirty):
+            self.table[cid] = codec.dumps(cache[cid])  # dirty states never leave the cache
+        return len(dirty)
 
     def flush_snapshots(self) -> int:
         """Send the latest snapshot of every customer that changed since the last flush."""
@@ -357,7 +383,7 @@ class Processor:
             before = (state.as_of, state.status, state.below_since, state.day)
             result = self.model.sweep(state, as_of)
             if (state.as_of, state.status, state.below_since, state.day) != before:
-                self.table[cid] = codec.dumps(state)
+                self._changed_state(cid, state)
                 self._note_status(cid, state)
                 if result.alert is not None:
                     self.alerts[result.alert.kind] += 1
@@ -376,8 +402,9 @@ class Processor:
         return _dumps({"k": "sweep", "as_of": as_of})
 
     def forget(self) -> None:
-        """Partitions were revoked (their states may move): pay what is owed, drop the cache."""
-        self.flush_snapshots()
+        """Partitions were revoked (their states may move): write and send what is
+        owed, drop the cache."""
+        self.flush()
         self.cache.clear()
         self._statuses.clear()
         self._status_of.clear()

@@ -163,21 +163,36 @@ def test_sweep_runs_per_partition() -> None:
     assert codec.loads(h.table[b"c1"]).as_of == may
 
 
-def test_coalesced_snapshots_are_owed_once_per_customer_and_flushed() -> None:
+def test_coalesced_states_and_snapshots_are_written_once_per_customer_at_a_flush() -> None:
     h = Harness()
-    h.p.coalesce_snapshots = True
+    h.p.coalesce = True
     for i in range(3):
         h.feed(*order("c1", f"2026-01-0{i + 1}", 100, 40))
     h.feed(*order("c2", "2026-01-05", 100, 40))
-    assert h.out("profitability-snapshots") == []
-    assert h.p.flush_snapshots() == 2
+    assert h.out("profitability-snapshots") == [] and h.table == {}  # until a commit
+    assert h.p.flush() == (2, 2)
+    assert codec.loads(h.table[b"c1"]).events_applied == 3
     snaps = h.out("profitability-snapshots")
     assert [(s["customer_id"], s["events_applied"]) for s in snaps] == [("c1", 3), ("c2", 1)]
     h.p.forget()  # a revoke pays what is owed too
     h.feed(*order("c1", "2026-01-09", 1, 1))
     h.p.forget()
     assert h.out("profitability-snapshots")[-1]["events_applied"] == 4
-    assert h.p.flush_snapshots() == 0
+    assert codec.loads(h.table[b"c1"]).events_applied == 4
+    assert h.p.flush() == (0, 0)
+
+
+def test_a_changed_state_leaving_the_cache_is_written_first() -> None:
+    h = Harness(Settings(state_cache_customers=1))
+    h.p.coalesce = True
+    h.feed(*order("c1", "2026-01-01", 100, 40))
+    assert h.table == {}
+    h.feed(*order("c2", "2026-01-02", 100, 40))  # c1 leaves the cache: its only copy
+    assert list(h.table) == [b"c1"] and codec.loads(h.table[b"c1"]).events_applied == 1
+    h.feed(*order("c1", "2026-01-03", 100, 40))  # read back from the table, c2 written
+    assert codec.loads(h.table[b"c2"]).events_applied == 1
+    assert h.p.flush() == (1, 2)
+    assert codec.loads(h.table[b"c1"]).events_applied == 2
 
 
 def test_a_malformed_internal_record_is_kept_not_fatal() -> None:
@@ -196,16 +211,25 @@ def test_an_unreadable_state_stops_rather_than_overwrites() -> None:
     assert h.table[b"c1"] == b'{"v": 99}'
 
 
-@pytest.mark.parametrize(("forget_every", "cache"), [(0, 10_000), (7, 10_000), (0, 2)])
-def test_the_mixed_example_gives_replays_figures(forget_every: int, cache: int) -> None:
+@pytest.mark.parametrize(
+    ("forget_every", "cache", "coalesce"),
+    [(0, 10_000, False), (7, 10_000, False), (0, 2, False), (0, 2, True), (5, 3, True)],
+)
+def test_the_mixed_example_gives_replays_figures(
+    forget_every: int, cache: int, coalesce: bool
+) -> None:
     """Through the processor (cache dropped now and then, as on a rebalance, or too
-    small to hold every customer), every customer's final state equals replay's; DLQ
-    codes match as a multiset; the status gauge counts every customer once."""
+    small to hold every customer; table writes coalesced until a flush every third
+    record, as at commits), every customer's final state equals replay's; DLQ codes
+    match as a multiset; the status gauge counts every customer once."""
     settings = Settings(state_cache_customers=cache)
     lines = (SPEC / "example-mixed.events.jsonl").read_bytes().splitlines()
     r = Replayer(settings)
     h = Harness(settings)
+    h.p.coalesce = coalesce
     for n, topic, value, size in read_records(lines, settings.max_payload_bytes):
+        if coalesce and n % 3 == 0:
+            h.p.flush()
         r.feed(topic, value, size=size)
         if isinstance(value, str):
             h.feed(topic, value, key=None)
@@ -214,6 +238,7 @@ def test_the_mixed_example_gives_replays_figures(forget_every: int, cache: int) 
         h.pump()
         if forget_every and n % forget_every == 0:
             h.p.forget()
+    h.p.flush()
     final = {cid: r.model.snapshot_wire(s) for cid, s in r.states.items() if s.has_own_events}
     mine = {}
     for key, raw in h.table.items():
