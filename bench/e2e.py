@@ -10,9 +10,10 @@
 5. profile: the service once more, cProfile on for a window of input records
    (bench/profiled_worker.py).
 
-Rates are events/s from the first to the last record processed: for raw and bare as
-seen by the consumer itself; for the service from the timestamps (CreateTime, set by
-the worker's producer) of its first and last per-record output (see `run_service`).
+Rates are events/s from the first to the last record processed, as seen by the
+consumer itself: raw in-process; bare and service through a progress file each worker
+writes (bench/bare_counter_app.py, bench/progress_worker.py). The service's outputs are
+read afterwards, for their counts and the time until the last one was out.
 Only 127.0.0.1; every process started here is stopped by its pid, also on failure.
 """
 
@@ -313,11 +314,9 @@ async def run_service(
     committed every input partition up to its end and its outputs stopped growing
     (3 s); the outputs are read afterwards, so reading them costs the worker nothing.
 
-    First and last processed are the producer timestamps (CreateTime, set by the
-    worker) of the first and last per-record output: the table changelog (every
-    applied record), DLQ, alerts, internal (re-keyed records, referral links and
-    credits). Snapshots are coalesced until the next commit, so they give the time
-    until every output is out instead."""
+    The rate is from the worker's own progress file (first to last input record
+    processed, as for the bare counter). Changed states and snapshots are written once
+    per commit, so the output timestamps give the time until every output is out."""
     t = settings.topics
     changelog = f"{settings.app_id}-{TABLE_NAME}-changelog"
     ensure_topics(settings)
@@ -332,7 +331,9 @@ async def run_service(
     admin = AIOKafkaAdminClient(bootstrap_servers=bs)
     await consumer.start()
     await admin.start()
-    worker = Proc(worker_argv("streams.cli"), env_for(settings), workdir / "service.log")
+    progress = workdir / "service-progress.json"
+    env = env_for(settings) | {"BENCH_PROGRESS": str(progress), "BENCH_TARGET": str(inputs)}
+    worker = Proc(worker_argv("bench.progress_worker"), env, workdir / "service.log")
     done = False
     try:
         worker.start()
@@ -356,26 +357,24 @@ async def run_service(
         worker.stop()
         await admin.close()
         await consumer.stop()
+    p = read_progress(progress)
+    n = int(p.get("n") or 0)
+    if not n:
+        raise RuntimeError(f"the service processed nothing\n{worker.tail()}")
+    first, last = float(p["first"]), float(p["last"])
+    marks = [first, *map(float, p.get("quarters") or [])]
     stamps = await read_timestamps(bs, out_tps)
-    per = [ts for topic in per_record for ts in stamps.get(topic, [])]
-    if not per:
-        raise RuntimeError(f"the service emitted nothing\n{worker.tail()}")
-    per.sort()
-    first, last = per[0], per[-1]
-    out_last = max(last, *stamps.get(t.snapshots, [0]))
-    # progress by quarter of the per-record outputs: does the rate hold up?
-    quarters = [first] + [per[min(len(per) - 1, len(per) * q // 4)] for q in (1, 2, 3, 4)]
+    outs = [ts for topic in (*per_record, t.snapshots) for ts in stamps.get(topic, [])]
+    out_last = max(outs) / 1000.0 if outs else last
     return {
-        "records": inputs,
-        "complete": done,
-        "seconds": round((last - first) / 1000.0, 2),
-        "events_per_s": rate(inputs, (last - first) / 1000.0),
-        "events_per_s_by_quarter": [
-            rate(inputs // 4, (b - a) / 1000.0) for a, b in itertools.pairwise(quarters)
-        ],
-        "until_all_out_s": round((out_last - first) / 1000.0, 2),
-        "events_per_s_all_out": rate(inputs, (out_last - first) / 1000.0),
-        "start_to_first_s": round(first / 1000.0 - worker.started_at, 1),
+        "records": n,
+        "complete": done and n >= inputs,
+        "seconds": round(last - first, 2),
+        "events_per_s": rate(n, last - first),
+        "events_per_s_by_quarter": [rate(inputs // 4, b - a) for a, b in itertools.pairwise(marks)],
+        "until_all_out_s": round(out_last - first, 2),
+        "events_per_s_all_out": rate(n, out_last - first),
+        "start_to_first_s": round(first - worker.started_at, 1),
         "outputs": {
             "changelog": len(stamps.get(changelog, [])),
             "snapshots": len(stamps.get(t.snapshots, [])),
@@ -600,7 +599,7 @@ def report(r: dict[str, Any]) -> list[str]:
         f"  service by quarter of the stream   {svc['events_per_s_by_quarter']} events/s",
         f"  bare counter by quarter            {bare['events_per_s_by_quarter']} events/s",
         f"  service until every output is out  {svc['events_per_s_all_out']} events/s "
-        f"({svc['until_all_out_s']} s: snapshots are coalesced until a commit)",
+        f"({svc['until_all_out_s']} s: states and snapshots go out at commits)",
         "  service outputs                    "
         + ", ".join(f"{k} {n}" for k, n in svc["outputs"].items()),
         f"  start to first record              bare {bare['start_to_first_s']} s, "
