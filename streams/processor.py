@@ -100,9 +100,10 @@ class Processor:
         self.send = send
         self.clock = clock
         self.partitions = settings.partitions
-        # Decoded states of this worker's customers. The table stays the source of
-        # truth (every change is written through); the cache only saves decoding the
-        # state on every record, and is dropped whenever partitions are revoked.
+        # Decoded states of this worker's customers. Without coalescing every change is
+        # written through to the table; with it (the service) a changed state is held
+        # here until the next flush (see `coalesce` below). Dropped, after a flush,
+        # whenever partitions are revoked.
         self.cache: OrderedDict[bytes, CustomerState] = OrderedDict()  # LRU order
         # A decoded year of history is ~60 KiB (Decimals) plus ~30 KiB of codec memo:
         # the cache keeps the most recently used states only.

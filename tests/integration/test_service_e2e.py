@@ -83,9 +83,10 @@ def test_service_equals_replay(kafka_bootstrap: str, service: Any, tmp_path: Pat
         exp_alerts.setdefault(out["customer_id"], []).append(out)
     credited = {cid for cid, s in replay.states.items() if s.lifetime[7] != 0}
     # Spec section 9's condition, checked rather than assumed from the pacing: the
-    # customer's records were applied in file order (read back from the changelog,
-    # which gets one state per applied record). Under load Faust can still apply two
-    # records of one customer from different topics in the other order.
+    # customer's records were applied in file order (read back from the changelog's
+    # states, whose remembered ids are in the order they were applied). Under load
+    # Faust can still apply two records of one customer from different topics in the
+    # other order.
     in_order = applied_in_file_order(kafka_bootstrap, settings, mine)
     compared = 0
     for cid, s in replay.states.items():
@@ -154,6 +155,10 @@ def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(
     assert n_ref > 0 and any(s.lifetime[REF] for s in replay.states.values())
 
     log = tmp_path / "worker.log"
+    # Changed states reach the changelog at commits: commit every second, so the first
+    # one (the sign to kill) comes early in the stream on a fast host too, and the
+    # crash lands between many commits rather than before the second.
+    env = env | {"PROFITWATCH_COMMIT_INTERVAL_SECONDS": "1"}
     first = WorkerProcess(env, log)
     workers.append(first)
     first.start()

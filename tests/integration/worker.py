@@ -24,7 +24,7 @@ def service_env(bootstrap: str, broker_kind: str, unique: str, data_dir: Path) -
         "PROFITWATCH_DATA_DIR": str(data_dir),
         "PROFITWATCH_SWEEP_INTERVAL_SECONDS": "0",
     }
-    for field in Settings().topics.model_fields:
+    for field in type(Settings().topics).model_fields:
         env[f"PROFITWATCH_TOPICS__{field.upper()}"] = (
             f"{getattr(Settings().topics, field)}-{unique}"
         )
