@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     # snapshots sent once per commit (a customer changed N times in between is written
     # once), so this is also the snapshot topic's delay. Faust's default.
     commit_interval_seconds: float = Field(default=2.8, gt=0)
+    # ... and at the latest every this many records (Faust's default), whichever first.
+    commit_every_records: int = Field(default=10_000, ge=1)
     web_bind: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
     # When set, every web route but /health, /ready and /metrics wants

@@ -27,6 +27,7 @@ def app_config(settings: Settings) -> dict[str, Any]:
         "topic_replication_factor": settings.replication_factor,
         "processing_guarantee": settings.processing_guarantee,
         "broker_commit_interval": settings.commit_interval_seconds,
+        "broker_commit_every": settings.commit_every_records,
         # A new group reads input from the start: nothing upstream published is skipped.
         "consumer_auto_offset_reset": "earliest",
         "web_bind": settings.web_bind,

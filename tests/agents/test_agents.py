@@ -96,3 +96,21 @@ async def test_ingest_agent_dead_letters_what_it_cannot_use(service: Any) -> Non
     codes = [json.loads(v)["error"]["code"] for t, _, v, _, _ in sent if t == "profitability-dlq"]
     assert codes == ["malformed_json", "schema_violation"]
     assert b"c1" not in svc.table
+
+
+def test_app_config_carries_commits_and_the_broker_quirks(tmp_path: Path) -> None:
+    from streams.app import app_config, create_app
+
+    s = Settings(
+        broker_kind="tansu",
+        commit_interval_seconds=7,
+        commit_every_records=50,
+        state_cache_customers=20,
+        data_dir=tmp_path,
+    )
+    conf = app_config(s)
+    assert conf["broker_commit_interval"] == 7 and conf["broker_commit_every"] == 50
+    assert conf["broker_session_timeout"] == 4.0 and conf["producer_max_batch_size"] == 1
+    assert "producer_max_batch_size" not in app_config(Settings(broker_kind="kafka"))
+    # room in Faust's producer buffer for one commit's states and snapshots
+    assert create_app(s).producer.buffer.max_messages == 2 * 20 + 1_000
