@@ -158,7 +158,10 @@ class ProfitModel:
         if stale is not None and stale(state, event, at):
             return StepResult("stale")
 
-        # _move_as_of, inlined: this is the hot path of every applied event.
+        # _move_as_of, inlined (as `exact` in _amounts, the net in _evaluate and the
+        # clock read in Replayer.feed): written as calls, the replay benchmark ran
+        # 113,435 instructions per event; inlined 106-108k (callgrind, 1 % noise from
+        # hash seeds).
         day = at // US_PER_DAY
         as_of = state.as_of
         if as_of is None or at > as_of:

@@ -327,17 +327,16 @@ class Processor:
     def flush(self) -> tuple[int, int]:
         """Write every changed state to the table, then send the latest snapshot of
         every customer that changed since the last flush: (states, snapshots)."""
-        return self.flush_states(), self.flush_snapshots()
+        return self._write_states(), self._send_snapshots()
 
-    def flush_states(self) -> int:
+    def _write_states(self) -> int:
         dirty, self.dirty = self.dirty, set()
         cache = self.cache
         for cid in sorted(dirty):
             self.table[cid] = codec.dumps(cache[cid])  # dirty states never leave the cache
         return len(dirty)
 
-    def flush_snapshots(self) -> int:
-        """Send the latest snapshot of every customer that changed since the last flush."""
+    def _send_snapshots(self) -> int:
         owed, self.owed = self.owed, set()
         for cid in sorted(owed):
             state = self.cache.get(cid)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator, MutableMapping
-from contextvars import Token
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,23 +48,22 @@ class PartitionedTable(MutableMapping[bytes, bytes]):
         # One stand-in per partition, kept alive: the context holds a weak reference.
         self._records = [_RecordOf(source_topic, p) for p in range(partitions)]
 
-    def _inside(self, key: bytes) -> Token[Any]:
+    @contextmanager
+    def _inside_partition_of(self, key: bytes) -> Iterator[None]:
         record: Any = self._records[partition_for(key, self.partitions)]
-        return _current_event.set(weakref.ref(record))
+        token = _current_event.set(weakref.ref(record))
+        try:
+            yield
+        finally:
+            _current_event.reset(token)  # the record being processed, if any, again
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
-        token = self._inside(key)
-        try:
+        with self._inside_partition_of(key):
             self.table[key] = value
-        finally:
-            _current_event.reset(token)
 
     def __delitem__(self, key: bytes) -> None:
-        token = self._inside(key)
-        try:
+        with self._inside_partition_of(key):
             del self.table[key]
-        finally:
-            _current_event.reset(token)
 
     def __getitem__(self, key: bytes) -> bytes:
         value: bytes = self.table[key]

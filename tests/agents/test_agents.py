@@ -56,7 +56,12 @@ async def test_internal_agent_applies_a_rekeyed_event_to_the_table(service: Any)
     state = codec.loads(svc.table[b"c1"])
     assert state.events_applied == 1 and state.lifetime[0] == 100
     assert [t for t, *_ in sent] == ["profitability-snapshots"]
-    assert svc.table.changelog_topic.get_topic_name().endswith("customers-changelog")
+    # ... and its changelog record, waiting in Faust's producer buffer, is on the
+    # customer's partition (3 for c1), not on a default one
+    pending = svc.app.producer.buffer.pending
+    [changelog] = [pending.get_nowait().message for _ in range(pending.qsize())]
+    assert changelog.channel.get_topic_name().endswith("-customers-changelog")
+    assert (changelog.key, changelog.partition) == (b"c1", part) and part != 0
 
 
 async def test_internal_agent_links_and_credits(service: Any) -> None:
@@ -114,3 +119,38 @@ def test_app_config_carries_commits_and_the_broker_quirks(tmp_path: Path) -> Non
     assert "producer_max_batch_size" not in app_config(Settings(broker_kind="kafka"))
     # room in Faust's producer buffer for one commit's states and snapshots
     assert create_app(s).producer.buffer.max_messages == 2 * 20 + 1_000
+
+
+def test_table_writes_stand_in_for_a_record_of_the_customers_partition() -> None:
+    """What Faust's table reads at a write is a record of the key's partition, inside
+    another partition's record too; the record being processed is restored after."""
+    import weakref
+
+    import faust
+    from faust.streams import _current_event
+
+    from streams.table_writes import PartitionedTable
+
+    seen: list[tuple[bytes, int, str]] = []
+
+    class Probe(dict[bytes, bytes]):
+        def __setitem__(self, key: bytes, value: bytes) -> None:
+            event: Any = faust.current_event()
+            seen.append((key, event.message.partition, event.message.topic))
+            super().__setitem__(key, value)
+
+    table = PartitionedTable(Probe(), "profitwatch-internal", 4)
+    table[b"c1"] = b"x"  # outside any record, as at a commit
+    outer = table._records[0]
+    token = _current_event.set(weakref.ref(outer))
+    try:
+        table[b"c2"] = b"y"  # inside a record of partition 0, as when the cache evicts
+        assert faust.current_event() is outer
+    finally:
+        _current_event.reset(token)
+    assert faust.current_event() is None
+    assert seen == [
+        (b"c1", partition_for(b"c1", 4), "profitwatch-internal"),
+        (b"c2", partition_for(b"c2", 4), "profitwatch-internal"),
+    ]
+    assert partition_for(b"c2", 4) != 0 and dict(table) == {b"c1": b"x", b"c2": b"y"}
