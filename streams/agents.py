@@ -15,9 +15,10 @@ import faust
 from models.settings import Settings
 from models.timeutil import now_us
 from streams import web
-from streams.app import create_app
+from streams.app import also_before_commit, create_app
 from streams.metrics import Metrics
-from streams.processor import Headers, Processor
+from streams.processor import Headers, Processor, partition_for
+from streams.record_batches import RecordBatches
 from streams.table_writes import PartitionedTable
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,15 @@ class Service:
         # topics are partitioned by, or table routing asks the wrong worker.
         self.table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=n)
         self.metrics = Metrics()
-        writes = PartitionedTable(self.table, t.internal, n)
+        # Changed states (the changelog) and snapshots leave at commits, in whole record
+        # batches; see streams/record_batches.py.
+        self.batches = RecordBatches(
+            self._kafka_producer,
+            last_record_alone=settings.broker_kind == "tansu",
+        )
+        writes = PartitionedTable(self.table, t.internal, n, self.batches)
+        self.batches.on_delivered = writes.on_delivered
+        also_before_commit(app, self.batches.delivered)
         self.processor = Processor(
             settings, writes, self._send, coalesce=True, metrics=self.metrics
         )
@@ -59,7 +68,7 @@ class Service:
         # Faust calls sensors' on_commit_initiated before it flushes the producer and
         # commits offsets: the changed states and owed snapshots go out first (see
         # Processor).
-        app.sensors.add(_FlushBeforeCommit(self.processor))
+        app.sensors.add(_FlushBeforeCommit(self.processor, self.batches))
 
         async def ingest(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
             on_input = self.processor.on_input
@@ -86,6 +95,10 @@ class Service:
         # Sent once the tables of newly assigned partitions are recovered.
         app.on_rebalance_complete.connect(self._on_rebalanced)  # type: ignore[arg-type]
 
+    def _kafka_producer(self) -> Any:
+        """Faust's aiokafka producer (private to Faust; it exists once Faust started)."""
+        return self.app.producer._producer  # type: ignore[attr-defined]
+
     def _send(
         self,
         topic: str,
@@ -94,6 +107,10 @@ class Service:
         headers: Headers | None,
         partition: int | None,
     ) -> None:
+        if topic == self.settings.topics.snapshots and key is not None:
+            # Snapshots are sent at flushes only: with the states, in batches.
+            self.batches.append(topic, partition_for(key, self.settings.partitions), key, value)
+            return
         # send_soon: no await inside the processor, so a record's read-modify-write
         # of its customer's state is never interleaved with another agent's.
         self.out[topic].send_soon(key=key, value=value, headers=headers, partition=partition)
@@ -111,19 +128,22 @@ class Service:
         # Faust has flushed its producer already; the states written here must reach
         # the changelog before the partitions' new owner reads it.
         self.processor.forget()
-        await self.app.producer.flush()
+        self.batches.ship()
+        await self.app.producer.flush()  # awaits the shipment too (also_before_commit)
 
     async def _on_rebalanced(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         self.processor.reindex()
 
 
 class _FlushBeforeCommit(faust.Sensor):
-    def __init__(self, processor: Processor) -> None:
+    def __init__(self, processor: Processor, batches: RecordBatches) -> None:
         super().__init__()
         self.processor = processor
+        self.batches = batches
 
     def on_commit_initiated(self, consumer: Any) -> Any:
         self.processor.flush()
+        self.batches.ship()  # Faust's pre-commit producer flush awaits the delivery
         return super().on_commit_initiated(consumer)
 
 

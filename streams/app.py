@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -54,14 +55,21 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
     conf = app_config(settings) | overrides
     app = faust.App(settings.app_id, **conf)
     flush_everything_before_commit(app)
-    if not app.conf.producer_threaded:
-        # A commit puts every changed state and owed snapshot into Faust's producer
-        # buffer at once (streams/processor.py). Above `max_messages` (100) Faust
-        # stops the streams, logs a warning and drains 100 at a time: at every commit
-        # of a busy worker. Room for two records per cached customer instead; the
-        # pre-commit drain still waits for all of them.
-        app.producer.buffer.max_messages = 2 * settings.state_cache_customers + 1_000
     return app
+
+
+def also_before_commit(app: faust.App, wait: Callable[[], Awaitable[None]]) -> None:
+    """Make the producer flush that Faust awaits before committing offsets also await
+    `wait()`: records sent outside Faust's producer buffer (streams/record_batches.py)
+    must be delivered before the offsets of the input they came from are committed."""
+    buffer: Any = app.producer.buffer
+    drain = buffer.flush
+
+    async def drain_then_wait() -> None:
+        await drain()
+        await wait()
+
+    buffer.flush = drain_then_wait
 
 
 def flush_everything_before_commit(app: faust.App) -> None:

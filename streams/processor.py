@@ -255,6 +255,13 @@ class Processor:
             self._note_status(cid, state)
             if at is not None and self.metrics is not None:
                 self.metrics.event_lag.observe(max(0.0, (self.clock() - at) / 1e6))
+        elif result.outcome == "duplicate":
+            # Written again although unchanged: after a crash the local store can hold
+            # a state whose changelog record never left (the store is written first),
+            # and the redelivered records that made it are all duplicates now. Without
+            # this the changelog keeps the older state, and so does whichever worker
+            # restores the partition from it next. Duplicates are rare outside crashes.
+            self._changed_state(cid, state)
         self._emit(cid, state, result)
 
     def _resend_alerts(self, cid: bytes, state: CustomerState, record_id: str) -> None:

@@ -9,6 +9,14 @@ therefore runs with a stand-in for a record of the customer's own partition: eve
 input topic, the internal topic and the changelog are co-partitioned by customer id
 (murmur2), so that partition is the one the customer's records arrive on.
 
+With `batches` (the service), a write goes to the table's store at once and its
+changelog record to a `RecordBatches`, shipped at the next commit in whole record
+batches (streams/record_batches.py) instead of one Faust send per record; the
+persisted offset Faust keeps per partition (where its recovery starts reading the
+changelog) is set when a shipment is delivered, as Faust's own delivery callback
+does per record. The records are the ones Faust writes: raw key and value bytes on
+the customer's partition, a null value for a delete.
+
 `faust.streams._current_event` is private to Faust: the tests pin the behaviour this
 relies on (tests/agents/test_agents.py, the crash and rebalance tests).
 """
@@ -22,8 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from faust.streams import _current_event
+from faust.types import TP
 
 from streams.processor import partition_for
+from streams.record_batches import RecordBatches
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +52,24 @@ class _RecordOf:
 
 
 class PartitionedTable(MutableMapping[bytes, bytes]):
-    def __init__(self, table: Any, source_topic: str, partitions: int) -> None:
+    def __init__(
+        self,
+        table: Any,
+        source_topic: str,
+        partitions: int,
+        batches: RecordBatches | None = None,
+    ) -> None:
         self.table = table
         self.partitions = partitions
         # One stand-in per partition, kept alive: the context holds a weak reference.
         self._records = [_RecordOf(source_topic, p) for p in range(partitions)]
+        self.batches = batches
+        self.changelog = table.changelog_topic.get_topic_name() if batches else ""
+
+    def on_delivered(self, topic: str, partition: int, offset: int) -> None:
+        """A shipment's records up to `offset` are in the changelog."""
+        if topic == self.changelog:
+            self.table.data.set_persisted_offset(TP(topic, partition), offset)
 
     @contextmanager
     def _inside_partition_of(self, key: bytes) -> Iterator[None]:
@@ -59,11 +82,19 @@ class PartitionedTable(MutableMapping[bytes, bytes]):
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         with self._inside_partition_of(key):
-            self.table[key] = value
+            if self.batches is None:
+                self.table[key] = value
+                return
+            self.table.data[key] = value  # the store only: no changelog send here
+        self.batches.append(self.changelog, partition_for(key, self.partitions), key, value)
 
     def __delitem__(self, key: bytes) -> None:
         with self._inside_partition_of(key):
-            del self.table[key]
+            if self.batches is None:
+                del self.table[key]
+                return
+            del self.table.data[key]
+        self.batches.append(self.changelog, partition_for(key, self.partitions), key, None)
 
     def __getitem__(self, key: bytes) -> bytes:
         value: bytes = self.table[key]

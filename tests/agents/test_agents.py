@@ -56,12 +56,16 @@ async def test_internal_agent_applies_a_rekeyed_event_to_the_table(service: Any)
     state = codec.loads(svc.table[b"c1"])
     assert state.events_applied == 1 and state.lifetime[0] == 100
     assert [t for t, *_ in sent] == ["profitability-snapshots"]
-    # ... and its changelog record, waiting in Faust's producer buffer, is on the
-    # customer's partition (3 for c1), not on a default one
-    pending = svc.app.producer.buffer.pending
-    [changelog] = [pending.get_nowait().message for _ in range(pending.qsize())]
-    assert changelog.channel.get_topic_name().endswith("-customers-changelog")
-    assert (changelog.key, changelog.partition) == (b"c1", part) and part != 0
+    # ... and its changelog record, waiting for the commit's shipment, is the table's
+    # key and value on the customer's partition (3 for c1), not on a default one
+    [(topic, partition, key, value)] = svc.batches.pending()
+    assert topic == svc.table.changelog_topic.get_topic_name()
+    assert topic.endswith("-customers-changelog")
+    assert (partition, key, value) == (part, b"c1", svc.table[b"c1"]) and part != 0
+    assert svc.app.producer.buffer.pending.qsize() == 0  # not through Faust's sends
+    # Snapshots join the same shipment, on the customer's partition of their topic.
+    svc._send("profitability-snapshots", b"c1", b"{}", None, None)
+    assert svc.batches.pending()[-1] == ("profitability-snapshots", part, b"c1", b"{}")
 
 
 async def test_internal_agent_links_and_credits(service: Any) -> None:
@@ -104,21 +108,33 @@ async def test_ingest_agent_dead_letters_what_it_cannot_use(service: Any) -> Non
 
 
 def test_app_config_carries_commits_and_the_broker_quirks(tmp_path: Path) -> None:
-    from streams.app import app_config, create_app
+    from streams.app import app_config
 
     s = Settings(
         broker_kind="tansu",
         commit_interval_seconds=7,
         commit_every_records=50,
-        state_cache_customers=20,
         data_dir=tmp_path,
     )
     conf = app_config(s)
     assert conf["broker_commit_interval"] == 7 and conf["broker_commit_every"] == 50
     assert conf["broker_session_timeout"] == 4.0 and conf["producer_max_batch_size"] == 1
     assert "producer_max_batch_size" not in app_config(Settings(broker_kind="kafka"))
-    # room in Faust's producer buffer for one commit's states and snapshots
-    assert create_app(s).producer.buffer.max_messages == 2 * 20 + 1_000
+
+
+async def test_the_pre_commit_flush_also_awaits_the_commits_shipment(tmp_path: Path) -> None:
+    import asyncio
+
+    from streams.app import also_before_commit, create_app
+
+    app = create_app(Settings(data_dir=tmp_path, store="memory://"))
+    shipped = asyncio.Event()
+    also_before_commit(app, shipped.wait)
+    flush = asyncio.ensure_future(app.producer.buffer.flush())
+    await asyncio.sleep(0.01)
+    assert not flush.done()  # Faust's commit would still be waiting
+    shipped.set()
+    await asyncio.wait_for(flush, 1)
 
 
 def test_table_writes_stand_in_for_a_record_of_the_customers_partition() -> None:

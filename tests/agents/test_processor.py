@@ -182,6 +182,23 @@ def test_coalesced_states_and_snapshots_are_written_once_per_customer_at_a_flush
     assert h.p.flush() == (0, 0)
 
 
+def test_a_redelivered_duplicate_writes_its_state_again() -> None:
+    """After a crash the local store can be ahead of the changelog (the store is
+    written first); the redelivered records are duplicates then, and must still put
+    the state into the changelog, or the next worker restoring it gets an older one."""
+    h = Harness()
+    h.p.coalesce = True
+    topic, value = order("c1", "2026-01-05", 100, 40, event_id="x")
+    h.feed(topic, value)
+    assert h.p.flush() == (1, 1)
+    written = h.table.pop(b"c1")  # the changelog record that never left
+    h.feed(topic, value)
+    assert h.p.outcomes[("orders", "duplicate")] == 1
+    assert h.p.flush() == (1, 1) and h.table[b"c1"] == written
+    h.feed(*order("c2", "2026-01-05", 1, 1))
+    assert h.p.flush() == (1, 1)  # c1 is not written again without a record for it
+
+
 def test_a_changed_state_leaving_the_cache_is_written_first() -> None:
     h = Harness(Settings(state_cache_customers=1))
     h.p.coalesce = True
