@@ -117,8 +117,6 @@ class Processor:
         # a changelog send and its delivery callback, the larger part of a record.
         self.coalesce = coalesce
         self.dirty: set[bytes] = set()  # states changed since they were last written
-        # Cached states this worker wrote itself (see `_apply` on duplicates).
-        self.written: set[bytes] = set()
         self.owed: set[bytes] = set()  # snapshots owed
         self.metrics = metrics
         self.tallies = Tallies()
@@ -219,7 +217,6 @@ class Processor:
         cache[cid] = s
         if len(cache) > self.cache_limit:
             old, old_state = cache.popitem(last=False)
-            self.written.discard(old)
             if old in self.dirty:  # its only copy: write it before letting it go
                 self.dirty.discard(old)
                 self.table[old] = codec.dumps(old_state)
@@ -258,13 +255,12 @@ class Processor:
             self._note_status(cid, state)
             if at is not None and self.metrics is not None:
                 self.metrics.event_lag.observe(max(0.0, (self.clock() - at) / 1e6))
-        elif result.outcome == "duplicate" and cid not in self.written:
-            # Written again although unchanged, once: after a crash the local store can
-            # hold a state whose changelog record never left (the store is written
-            # first), and the redelivered records that made it are all duplicates now.
-            # Without this the changelog keeps the older state, and so does whichever
-            # worker restores the partition from it next. Once this worker has written
-            # the state itself, store and changelog agree.
+        elif result.outcome == "duplicate":
+            # Written again although unchanged: after a crash the local store can hold
+            # a state whose changelog record never left (the store is written first),
+            # and the redelivered records that made it are all duplicates now. Without
+            # this the changelog keeps the older state, and so does whichever worker
+            # restores the partition from it next. Duplicates are rare outside crashes.
             self._changed_state(cid, state)
         self._emit(cid, state, result)
 
@@ -325,7 +321,6 @@ class Processor:
             self.dirty.add(cid)
         else:
             self.table[cid] = codec.dumps(state)
-            self.written.add(cid)
 
     def _snapshot(self, cid: bytes, state: CustomerState) -> None:
         self._changed.add(cid)
@@ -346,7 +341,6 @@ class Processor:
         cache = self.cache
         for cid in sorted(dirty):
             self.table[cid] = codec.dumps(cache[cid])  # dirty states never leave the cache
-        self.written |= dirty
         return len(dirty)
 
     def _send_snapshots(self) -> int:
@@ -419,7 +413,6 @@ class Processor:
         owed, drop the cache."""
         self.flush()
         self.cache.clear()
-        self.written.clear()
         self._statuses.clear()
         self._status_of.clear()
         self._index.clear()
