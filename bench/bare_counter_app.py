@@ -7,10 +7,13 @@ tansu quirks, rocksdb store), none of the model.
 
 Settings come from the environment (`PROFITWATCH_…`). Progress goes to
 bench/progress.py's file (`BENCH_PROGRESS`, `BENCH_TARGET`), also twice a second.
+With `BENCH_NO_TABLE=1` the agent only counts records in memory: Faust's stream loop
+alone, what any Faust agent here costs before it does anything.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -37,6 +40,10 @@ progress = Progress("bare-progress.json")
 
 async def count(stream: faust.StreamT[bytes]) -> None:
     tick = progress.tick
+    if os.environ.get("BENCH_NO_TABLE") == "1":
+        async for _event in stream.events():
+            tick()
+        return
     async for event in stream.events():
         key = event.key or b"-"
         counts[key] = str(int(counts.get(key) or b"0") + 1).encode()

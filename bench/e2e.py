@@ -6,6 +6,7 @@
    the ceiling for a Python consumer here;
 3. bare: a Faust agent that only counts events per customer in a rocksdb table
    (bench/bare_counter_app.py, the service's app settings); the framework's floor;
+   and the same agent counting in memory, no table: Faust's stream loop alone;
 4. service: `python -m streams.cli worker`, the full model, over the same topics;
 5. profile: the service once more, cProfile on for a window of input records
    (bench/profiled_worker.py).
@@ -254,10 +255,17 @@ def read_progress(path: Path) -> dict[str, Any]:
         return {}
 
 
-def run_bare(settings: Settings, expected: int, workdir: Path, opts: Options) -> dict[str, Any]:
-    progress = workdir / "bare-progress.json"
-    env = env_for(settings) | {"BENCH_PROGRESS": str(progress), "BENCH_TARGET": str(expected)}
-    worker = Proc(worker_argv("bench.bare_counter_app"), env, workdir / "bare.log")
+def run_bare(
+    settings: Settings, expected: int, workdir: Path, opts: Options, *, table: bool = True
+) -> dict[str, Any]:
+    name = "bare" if table else "stream"
+    progress = workdir / f"{name}-progress.json"
+    env = env_for(settings) | {
+        "BENCH_PROGRESS": str(progress),
+        "BENCH_TARGET": str(expected),
+        "BENCH_NO_TABLE": "0" if table else "1",
+    }
+    worker = Proc(worker_argv("bench.bare_counter_app"), env, workdir / f"{name}.log")
     p: dict[str, Any] = {}
     try:
         worker.start()
@@ -345,7 +353,8 @@ async def run_service(
             got = await committed(admin, settings.app_id, list(ends))
             done = all(got.get(tp, -1) >= end for tp, end in ends.items())
         # then the records the inputs caused on the internal topic, the last snapshots
-        # (the worker produces one record per batch on tansu: end offsets are exact)
+        # (on tansu end offsets are exact whenever the worker finished a commit's
+        # shipment: it ends each partition with a one-record batch)
         seen: dict[TopicPartition, int] = {}
         steady = time.monotonic()
         while done and time.monotonic() < deadline and time.monotonic() - steady < 3.0:
@@ -557,6 +566,9 @@ def run(opts: Options) -> dict[str, Any]:
         del records
         result["raw"] = asyncio.run(raw_consume(bs, base, result["records"]))
         result["bare"] = run_bare(settings("bare"), result["records"], workdir, opts)
+        result["stream"] = run_bare(
+            settings("stream"), result["records"], workdir, opts, table=False
+        )
         result["service"] = asyncio.run(run_service(base, ends, workdir, opts))
         # the profiled window must end inside the stream
         window = min(opts.profile_events, result["records"] - opts.profile_skip - 1)
@@ -568,6 +580,8 @@ def run(opts: Options) -> dict[str, Any]:
                 result["profile_error"] = str(exc)
     svc, bare, raw = (result[k]["events_per_s"] or 0 for k in ("service", "bare", "raw"))
     result["service_vs_bare"] = round(svc / bare, 2) if bare else None
+    stream = result["stream"]["events_per_s"] or 0
+    result["service_vs_stream"] = round(svc / stream, 2) if stream else None
     result["service_vs_raw"] = round(svc / raw, 4) if raw else None
     result["bare_vs_raw"] = round(bare / raw, 4) if raw else None
     result["total_s"] = round(time.perf_counter() - wall, 1)
@@ -583,6 +597,7 @@ def report(r: dict[str, Any]) -> list[str]:
     names = {
         "produce": "produce (aiokafka, acks=1)",
         "raw": "raw consume (aiokafka, no group)",
+        "stream": "Faust stream alone (no table)",
         "bare": "bare Faust counter (rocksdb)",
         "service": "full service (profitwatch worker)",
     }
@@ -594,6 +609,7 @@ def report(r: dict[str, Any]) -> list[str]:
     svc, bare = r["service"], r["bare"]
     lines += [
         f"  service / bare counter             {r['service_vs_bare']}",
+        f"  service / Faust stream alone       {r['service_vs_stream']}",
         f"  service / raw consume              {r['service_vs_raw']}",
         f"  bare counter / raw consume         {r['bare_vs_raw']}",
         f"  service by quarter of the stream   {svc['events_per_s_by_quarter']} events/s",
@@ -605,7 +621,7 @@ def report(r: dict[str, Any]) -> list[str]:
         f"  start to first record              bare {bare['start_to_first_s']} s, "
         f"service {svc['start_to_first_s']} s",
     ]
-    if not (svc["complete"] and bare["complete"]):
+    if not all(r[k]["complete"] for k in ("service", "bare", "stream")):
         lines.append("  WARNING: a run stopped before all records were processed (see above)")
     ok = (svc["events_per_s"] or 0) >= TARGET_EVENTS_PER_S
     lines.append(
