@@ -102,16 +102,16 @@ class RecordBatches:
     async def _ship_partition(
         self, producer: Any, topic: str, partition: int, records: list[tuple[bytes, bytes | None]]
     ) -> None:
-        deliveries = []
+        deliveries, last_count = [], 0
         for batch in self._batches(records):
-            count = batch.record_count()
+            last_count = batch.record_count()
             # send_batch waits while an earlier batch of this partition is still queued:
             # batches of one partition leave one after the other, in order.
             deliveries.append(await producer.send_batch(batch, topic, partition=partition))
         metadata = await asyncio.gather(*deliveries)
         if self.on_delivered is not None:
             # A batch's metadata carries its base offset.
-            self.on_delivered(topic, partition, metadata[-1].offset + count - 1)
+            self.on_delivered(topic, partition, metadata[-1].offset + last_count - 1)
 
     def _batches(self, records: list[tuple[bytes, bytes | None]]) -> Iterator[BatchBuilder]:
         alone = records[-1:] if self.last_record_alone and len(records) > 1 else []

@@ -9,8 +9,8 @@ therefore runs with a stand-in for a record of the customer's own partition: eve
 input topic, the internal topic and the changelog are co-partitioned by customer id
 (murmur2), so that partition is the one the customer's records arrive on.
 
-With `batches` (the service), a write goes to the table's store at once and its
-changelog record to a `RecordBatches`, shipped at the next commit in whole record
+A write goes to the table's store at once and its changelog record to a
+`RecordBatches`, shipped at the next commit in whole record
 batches (streams/record_batches.py) instead of one Faust send per record; the
 persisted offset Faust keeps per partition (where its recovery starts reading the
 changelog) is set when a shipment is delivered, as Faust's own delivery callback
@@ -53,18 +53,14 @@ class _RecordOf:
 
 class PartitionedTable(MutableMapping[bytes, bytes]):
     def __init__(
-        self,
-        table: Any,
-        source_topic: str,
-        partitions: int,
-        batches: RecordBatches | None = None,
+        self, table: Any, source_topic: str, partitions: int, batches: RecordBatches
     ) -> None:
         self.table = table
         self.partitions = partitions
         # One stand-in per partition, kept alive: the context holds a weak reference.
         self._records = [_RecordOf(source_topic, p) for p in range(partitions)]
         self.batches = batches
-        self.changelog = table.changelog_topic.get_topic_name() if batches else ""
+        self.changelog = table.changelog_topic.get_topic_name()
 
     def on_delivered(self, topic: str, partition: int, offset: int) -> None:
         """A shipment's records up to `offset` are in the changelog."""
@@ -72,8 +68,8 @@ class PartitionedTable(MutableMapping[bytes, bytes]):
             self.table.data.set_persisted_offset(TP(topic, partition), offset)
 
     @contextmanager
-    def _inside_partition_of(self, key: bytes) -> Iterator[None]:
-        record: Any = self._records[partition_for(key, self.partitions)]
+    def _inside(self, partition: int) -> Iterator[None]:
+        record: Any = self._records[partition]
         token = _current_event.set(weakref.ref(record))
         try:
             yield
@@ -81,20 +77,16 @@ class PartitionedTable(MutableMapping[bytes, bytes]):
             _current_event.reset(token)  # the record being processed, if any, again
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
-        with self._inside_partition_of(key):
-            if self.batches is None:
-                self.table[key] = value
-                return
-            self.table.data[key] = value  # the store only: no changelog send here
-        self.batches.append(self.changelog, partition_for(key, self.partitions), key, value)
+        partition = partition_for(key, self.partitions)
+        with self._inside(partition):
+            self.table.data[key] = value  # the store only: the changelog goes batched
+        self.batches.append(self.changelog, partition, key, value)
 
     def __delitem__(self, key: bytes) -> None:
-        with self._inside_partition_of(key):
-            if self.batches is None:
-                del self.table[key]
-                return
+        partition = partition_for(key, self.partitions)
+        with self._inside(partition):
             del self.table.data[key]
-        self.batches.append(self.changelog, partition_for(key, self.partitions), key, None)
+        self.batches.append(self.changelog, partition, key, None)
 
     def __getitem__(self, key: bytes) -> bytes:
         value: bytes = self.table[key]

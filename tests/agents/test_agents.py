@@ -145,17 +145,30 @@ def test_table_writes_stand_in_for_a_record_of_the_customers_partition() -> None
     import faust
     from faust.streams import _current_event
 
+    from streams.record_batches import RecordBatches
     from streams.table_writes import PartitionedTable
 
     seen: list[tuple[bytes, int, str]] = []
 
     class Probe(dict[bytes, bytes]):
+        """Faust's table: its store (`data`, which reads the current event) is itself."""
+
+        class changelog_topic:  # Faust's attribute name
+            @staticmethod
+            def get_topic_name() -> str:
+                return "pw-customers-changelog"
+
+        @property
+        def data(self) -> Probe:
+            return self
+
         def __setitem__(self, key: bytes, value: bytes) -> None:
             event: Any = faust.current_event()
             seen.append((key, event.message.partition, event.message.topic))
             super().__setitem__(key, value)
 
-    table = PartitionedTable(Probe(), "profitwatch-internal", 4)
+    batches = RecordBatches(lambda: None)
+    table = PartitionedTable(Probe(), "profitwatch-internal", 4, batches)
     table[b"c1"] = b"x"  # outside any record, as at a commit
     outer = table._records[0]
     token = _current_event.set(weakref.ref(outer))
@@ -170,3 +183,8 @@ def test_table_writes_stand_in_for_a_record_of_the_customers_partition() -> None
         (b"c2", partition_for(b"c2", 4), "profitwatch-internal"),
     ]
     assert partition_for(b"c2", 4) != 0 and dict(table) == {b"c1": b"x", b"c2": b"y"}
+    # and the changelog records wait for the commit, on the same partitions
+    assert batches.pending() == [
+        ("pw-customers-changelog", partition_for(b"c1", 4), b"c1", b"x"),
+        ("pw-customers-changelog", partition_for(b"c2", 4), b"c2", b"y"),
+    ]
