@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.replay import Replayer, read_records
 from models.settings import Settings
 from streams.metrics import Metrics
 from tests.agents.test_processor import Harness
-
-SPEC = Path(__file__).resolve().parents[2].parent / "shared" / "spec"
+from tests.golden import SPEC
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -31,7 +28,7 @@ def test_counters_equal_the_outcomes_of_the_mixed_example() -> None:
     h.p.metrics = metrics
     metrics.watch(h.p.tallies)
     consumed = 0
-    for _, topic, value, size in read_records(lines, settings.max_payload_bytes):
+    for _, topic, value, size, _ in read_records(lines, settings.max_payload_bytes):
         replay.feed(topic, value, size=size)
         h.feed(topic, value, key=None if isinstance(value, str) else "auto")
         h.pump()

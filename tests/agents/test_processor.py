@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +16,8 @@ from models.timeutil import to_us
 from streams.cli import _timestamp
 from streams.processor import Processor, partition_for
 from tests.builders import order, referral, sales
+from tests.golden import SPEC
 
-SPEC = Path(__file__).resolve().parents[2].parent / "shared" / "spec"
 NOW = 1_790_000_000_000_000  # 2026-09-21: after every example event
 
 
@@ -245,7 +244,7 @@ def test_the_mixed_example_gives_replays_figures(
     r = Replayer(settings)
     h = Harness(settings)
     h.p.coalesce = coalesce
-    for n, topic, value, size in read_records(lines, settings.max_payload_bytes):
+    for n, topic, value, size, _ in read_records(lines, settings.max_payload_bytes):
         if coalesce and n % 3 == 0:
             h.p.flush()
         r.feed(topic, value, size=size)

@@ -6,7 +6,6 @@ import io
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,9 +13,8 @@ from models.replay import replay
 from models.settings import Settings
 from models.timeutil import to_us
 from streams.cli import _timestamp
+from tests.golden import SPEC
 from tests.oracle import compare_lines
-
-SPEC = Path(__file__).resolve().parents[2].parent / "shared" / "spec"
 
 CASES = [
     ("example-c1", None),
