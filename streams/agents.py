@@ -11,12 +11,13 @@ from typing import Any
 
 import faust
 
+from models.partitioner import partition_for
 from models.settings import Settings
 from models.timeutil import now_us
 from streams import web
 from streams.app import also_before_commit, create_app
 from streams.metrics import Metrics
-from streams.processor import Headers, Processor, partition_for
+from streams.processor import Headers, Processor
 from streams.record_batches import RecordBatches
 from streams.table_writes import PartitionedTable
 

@@ -29,11 +29,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import lru_cache
 from time import perf_counter
 from typing import Any
-
-from kafka.partitioner.default import murmur2
 
 from models import codec
 from models.deadletter import dead_letter, kip1034_headers
@@ -42,6 +39,7 @@ from models.engine import ProfitModel, ReferralCredit, ReferralLink, StepResult
 from models.errors import RejectedRecord, StateFormatError
 from models.events import Event
 from models.ledger import CustomerState
+from models.partitioner import partition_for
 from models.query import Row, row_of
 from models.settings import Settings
 from models.timeutil import iso, now_us
@@ -52,13 +50,6 @@ log = logging.getLogger(__name__)
 Headers = list[tuple[str, bytes]]
 # send(topic, key, value, headers, partition)
 Send = Callable[[str, bytes | None, bytes, Headers | None, int | None], None]
-
-
-@lru_cache(maxsize=1 << 16)
-def partition_for(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2), as every client's producer uses it.
-    kafka-python's murmur2 is pure Python (~7 µs); customers recur, so it is cached."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 @dataclass(slots=True)

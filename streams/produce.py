@@ -1,7 +1,8 @@
 """`profitwatch produce`: replay-format records into Kafka (backfills, tests, demos).
 
 The key is the record's `key` when given, else the customer id from the value (what
-upstream producers are asked to do), else none.
+upstream producers are asked to do), else none: `models.partitioner.record_key`, the
+rule replay partitions by.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import jiter
 from kafka import KafkaProducer
 
 from models.deadletter import dump_json
+from models.partitioner import record_key
 from models.settings import Settings
 
 Record = tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]
@@ -28,9 +30,7 @@ def to_kafka(rec: dict[str, Any]) -> Record:
         raw = value.encode("utf-8", "surrogateescape")
     else:
         raw = dump_json(value).encode("utf-8")
-    key = rec.get("key")
-    if key is None and isinstance(value, dict) and isinstance(value.get("customer_id"), str):
-        key = value["customer_id"]
+    key = record_key(rec)
     headers = rec.get("headers")
     hdrs = None
     if isinstance(headers, dict):
@@ -52,7 +52,11 @@ def send_all(bootstrap: str, records: Iterable[Record], *, pace_s: float = 0.0) 
     n = 0
     try:
         for topic, key, value, headers in records:
-            fut = producer.send(topic, key=key, value=value, headers=headers)
+            # An unkeyed record goes to partition 0, where replay puts it (contract
+            # section 9), not wherever the client's sticky partitioner would.
+            fut = producer.send(
+                topic, key=key, value=value, headers=headers, partition=None if key else 0
+            )
             n += 1
             if pace_s > 0:
                 fut.get(timeout=30)

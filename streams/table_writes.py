@@ -32,7 +32,7 @@ from typing import Any
 from faust.streams import _current_event
 from faust.types import TP
 
-from streams.processor import partition_for
+from models.partitioner import partition_for
 from streams.record_batches import RecordBatches
 
 
