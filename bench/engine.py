@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from models import codec
-from models.replay import Replayer, read_records
+from models.replay import Replayer
 from models.settings import Settings
 from streams.process import tune_gc
 
@@ -27,14 +27,16 @@ def run(path: Path) -> dict[str, object]:
     tune_gc()  # as the CLI does
     settings = Settings()
     r = Replayer(settings)
-    feed = r.feed
+    alerts_topic = settings.topics.alerts
     alerts = 0
     gc.collect()
     started = time.perf_counter()
     with path.open("rb") as f:
-        for n, topic, value, size in read_records(f, settings.max_payload_bytes):
-            for out in feed(topic, value, size=size, offset=n):
-                alerts += out.topic == settings.topics.alerts
+        # The whole replay pipeline: count the queues, read, decode, the order of
+        # application, the model.
+        for _, outputs in r.replay_lines(f):
+            for out in outputs:
+                alerts += out.topic == alerts_topic
     elapsed = time.perf_counter() - started
     records = sum(r.outcomes.values())
     encode_started = time.perf_counter()

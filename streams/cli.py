@@ -52,6 +52,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         start=args.start,
         bad_record_rate=args.bad_rate,
         duplicate_rate=args.duplicate_rate,
+        jitter=args.jitter,
+        activity=args.activity,
     )
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     try:
@@ -132,7 +134,7 @@ def _offline_demo(args: argparse.Namespace, settings: Settings) -> int:
     from collections import Counter
 
     from models.generator import GeneratorConfig, generate_lines
-    from models.replay import Replayer, read_records
+    from models.replay import Replayer
     from streams.console import print_alert
 
     cfg = GeneratorConfig(customers=args.customers, days=args.days, seed=args.seed)
@@ -145,8 +147,8 @@ def _offline_demo(args: argparse.Namespace, settings: Settings) -> int:
     )
     statuses: Counter[str] = Counter()
     try:
-        for n, topic, value, size in read_records(lines, settings.max_payload_bytes):
-            for out in r.feed(topic, value, size=size, offset=n):
+        for _, outputs in r.replay_lines(lines):
+            for out in outputs:
                 if out.topic == settings.topics.alerts:
                     print_alert(out.value)
             if pause:
@@ -191,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--start", type=_timestamp, default=_timestamp("2025-01-01T00:00:00+00:00"))
     g.add_argument("--bad-rate", type=float, default=0.002, help="share of malformed records")
     g.add_argument("--duplicate-rate", type=float, default=0.01, help="share of redelivered events")
+    g.add_argument(
+        "--jitter",
+        type=float,
+        default=0.05,
+        help="probability of swapping neighbouring records of different topics < 1 day apart",
+    )
+    g.add_argument(
+        "--activity", type=float, default=1.0, help="scales records per customer (1: ~240/year)"
+    )
     g.add_argument("-o", "--output", help="file to write (default stdout)")
     g.set_defaults(func=cmd_generate)
 

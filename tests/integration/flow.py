@@ -10,7 +10,7 @@ from typing import Any
 
 from models import codec
 from models.generator import GeneratorConfig, generate_records
-from models.replay import Replayer, read_records
+from models.replay import Replayer
 from models.settings import Settings
 from streams.produce import to_kafka
 from tests.kafka_helpers import read_topic
@@ -64,9 +64,16 @@ def paced(records: list[dict[str, Any]], gap_s: float) -> Iterator[Any]:
 def expected(records: list[dict[str, Any]], settings: Settings) -> Replayer:
     lines = [json.dumps(r, default=str).encode() for r in records]
     r = Replayer(settings)
-    for n, topic, value, size in read_records(lines, settings.max_payload_bytes):
-        r.feed(topic, value, size=size, offset=n)
+    for _ in r.replay_lines(lines):
+        pass
     return r
+
+
+def in_replay_order(records: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
+    """The records in the order replay applies them (contract section 9)."""
+    lines = [json.dumps(r, default=str).encode() for r in records]
+    r = Replayer(settings)
+    return [records[n] for n, _ in r.replay_lines(lines)]
 
 
 def renamed(records: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
@@ -143,12 +150,8 @@ def replayed_alerts(records: list[dict[str, Any]], settings: Settings) -> list[d
     lines = [json.dumps(r, default=str).encode() for r in records]
     r = Replayer(settings)
     out = []
-    for n, topic, value, size in read_records(lines, settings.max_payload_bytes):
-        out += [
-            o.value
-            for o in r.feed(topic, value, size=size, offset=n)
-            if o.topic == settings.topics.alerts
-        ]
+    for _, outputs in r.replay_lines(lines):
+        out += [o.value for o in outputs if o.topic == settings.topics.alerts]
     return out
 
 
