@@ -102,6 +102,13 @@ class GeneratorConfig:
     bad_record_rate: float = 0.002  # share of records that are bad (must be rejected), <= 0.5
     duplicate_rate: float = 0.01  # share of events redelivered (same event_id, identical value)
     stale_rate: float = 0.01  # share of ticket updates re-sent late with an older occurred_at
+    # Upstream systems publish with delays: each pair of neighbouring records of
+    # different topics less than a day apart is swapped with this probability, so a
+    # file is no longer in event-time order across topics (contract section 9).
+    jitter: float = 0.05
+    # Scales how often customers order, open tickets and get sales effort: 1 is ~240
+    # records per customer-year; ~0.23 is ~55, a mid-market book.
+    activity: float = 1.0
 
     def __post_init__(self) -> None:
         if self.customers < 0:
@@ -110,7 +117,9 @@ class GeneratorConfig:
             raise ValueError("days must be >= 1")
         if self.start.tzinfo is None or self.start.utcoffset() is None:
             raise ValueError("start must be an aware datetime (with an offset)")
-        for name in ("bad_record_rate", "duplicate_rate", "stale_rate"):
+        if not self.activity > 0:
+            raise ValueError("activity must be > 0")
+        for name in ("bad_record_rate", "duplicate_rate", "stale_rate", "jitter"):
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1]")
@@ -457,6 +466,7 @@ class _Simulation:
             for d in range(t0 // DAY - 1, self.t_end // DAY + _NET_TERMS_DAYS + 16)
         }
         self.dup_rate = cfg.duplicate_rate
+        self.activity = cfg.activity
         self.stale_rate = cfg.stale_rate
         self.customers: list[_Customer] = []
         # Bound once: these are pushed for most records.
@@ -522,7 +532,7 @@ class _Simulation:
                     money=_money_text if text_money else _money_number,
                     shapes=_TEXT_SHAPES if text_money else _NUMBER_SHAPES,
                     join=self.t0 + int(rnd() * spread),
-                    order_rate=p.orders_per_day * uniform(0.7, 1.3),
+                    order_rate=p.orders_per_day * uniform(0.7, 1.3) * self.activity,
                     order_eur=p.order_eur * uniform(0.6, 1.5),
                     return_prob=uniform(*p.return_prob),
                     campaign_len=int(uniform(*p.campaign_days) * DAY),
@@ -567,7 +577,9 @@ class _Simulation:
         # A campaign customer is courted before it buys; the others start with an order.
         first_order = t + (int(self.uniform(3, 20) * DAY) if p.campaign_per_day else 0)
         self.push(first_order, self.order_action, c)
-        self.push(t + int(_expo(rnd, p.tickets_per_day) * DAY), self._ticket_open, c)
+        self.push(
+            t + int(_expo(rnd, p.tickets_per_day * self.activity) * DAY), self._ticket_open, c
+        )
         self.push(t + int(rnd() * HOUR), self.sales_action, c)
         return None
 
@@ -639,7 +651,7 @@ class _Simulation:
 
     def _ticket_open(self, t: int, c: _Customer) -> Record | None:
         p, rnd = c.p, self.rnd
-        rate = p.tickets_per_day * (1.0 + c.ticket_slope * (t - c.join))
+        rate = p.tickets_per_day * self.activity * (1.0 + c.ticket_slope * (t - c.join))
         self.push(t + 60 + int(_expo(rnd, rate) * DAY), self._ticket_open, c)
         c.n_tickets += 1
         lo, hi = p.updates
@@ -722,7 +734,7 @@ class _Simulation:
     def _sales(self, t: int, c: _Customer) -> Record:
         p, rnd = c.p, self.rnd
         campaign = t < c.campaign_end
-        rate = p.sales_per_day + (p.campaign_per_day if campaign else 0.0)
+        rate = (p.sales_per_day + (p.campaign_per_day if campaign else 0.0)) * self.activity
         nxt = t + 60 + int(-log(1.0 - rnd()) / rate * DAY)
         if nxt < self.t_end:
             self.put(nxt, self.sales_action, c)
@@ -910,8 +922,15 @@ class _Simulation:
     def run(self, as_lines: Literal[True]) -> Iterator[str]: ...
 
     def run(self, as_lines: bool) -> Iterator[Record] | Iterator[str]:
-        """The records in stream order; as replay lines right away if `as_lines`
-        (rendering here saves a generator layer per record)."""
+        """The records in stream order, jittered; as replay lines if `as_lines`."""
+        timed = self._timed(as_lines)
+        if not self.cfg.jitter:
+            return (out for _, _, out in timed)
+        return _jittered(timed, self.cfg.jitter, random.Random(f"jitter:{self.cfg.seed}"))
+
+    def _timed(self, as_lines: bool) -> Iterator[tuple[int, str, Any]]:
+        """(time, topic, record) in event-time order; the record as a replay line right
+        away if `as_lines` (rendering here saves a generator layer per record)."""
         rnd, put, dumps = self.rnd, self.put, json.dumps
         positions = self.bad_positions()
         next_bad = next(positions, 0)
@@ -946,19 +965,38 @@ class _Simulation:
                         # lost ack.
                         put(t + 30 + int(rnd() * 2 * HOUR), _redeliver, rec)
                         next_dup = dup_gap()
-                yield rec[0].template % rec[1] if as_lines else rec  # type: ignore[union-attr]
+                shape = rec[0]
+                yield t, shape.topic, shape.template % rec[1] if as_lines else rec  # type: ignore[union-attr]
                 n += 1
                 if n == next_bad:
                     # Charged to the customer of the record before, as a broken producer
                     # would; every simulated record starts with event and customer id.
                     bad = self.bad_record(k, t, by_id[rec[1][1]])
-                    if as_lines:
-                        topic, value = bad[1]
-                        yield dumps({"topic": topic, "value": value})
-                    else:
-                        yield bad
+                    topic, value = bad[1]
+                    yield t, topic, dumps({"topic": topic, "value": value}) if as_lines else bad
                     k += 1
                     next_bad = next(positions, 0)
+
+
+def _jittered(timed: Iterator[tuple[int, str, Any]], p: float, rng: random.Random) -> Iterator[Any]:
+    """Swap neighbours of different topics less than a day apart with probability `p`
+    (as upstream systems publishing with delays do). A record swapped once goes out
+    with its pair, so it moves at most one place. Its own generator, so the records
+    themselves do not depend on the jitter."""
+    rnd = rng.random
+    held: tuple[int, str, Any] | None = None
+    for rec in timed:
+        if held is None:
+            held = rec
+        elif rec[1] != held[1] and rec[0] - held[0] < DAY and rnd() < p:
+            yield rec[2]
+            yield held[2]
+            held = None
+        else:
+            yield held[2]
+            held = rec
+    if held is not None:
+        yield held[2]
 
 
 def _redeliver(t: int, original: Record) -> Record:

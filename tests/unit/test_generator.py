@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -134,12 +135,60 @@ def test_event_ids_unique_and_business_ids_per_customer(small: Stream) -> None:
                 assert v["order_id"] in placed  # a return refers to an earlier order
 
 
-def test_stream_is_ordered_by_occurred_at_except_redeliveries_and_stale(small: Stream) -> None:
+def test_without_jitter_the_stream_is_ordered_by_occurred_at_but_for_late_records() -> None:
     last = ""
-    for _, _, v, lab in small.good():
-        if lab == "applied":
+    for _, v, lab in generate_labelled(replace(SMALL, jitter=0.0)):
+        if lab == "applied":  # redeliveries and stale updates come late on purpose
             assert v["occurred_at"] >= last
             last = v["occurred_at"]
+
+
+def _swaps(cfg: GeneratorConfig) -> tuple[list[int], int]:
+    """Where the jittered stream swapped two neighbours of the unjittered one, and how
+    many neighbours could have been swapped (different topics, < 1 day apart)."""
+    plain = list(generate_labelled(replace(cfg, jitter=0.0)))
+    jittered = list(generate_labelled(cfg))
+    assert sorted(map(repr, plain)) == sorted(map(repr, jittered))  # the same records
+    for topic in TOPICS:  # each topic's records keep their order
+        assert [r for r in plain if r[0] == topic] == [r for r in jittered if r[0] == topic]
+    swaps, i = [], 0
+    while i < len(plain):
+        if plain[i] == jittered[i]:
+            i += 1
+            continue
+        a, b = plain[i], plain[i + 1]
+        assert (jittered[i], jittered[i + 1]) == (b, a), i  # a swap of neighbours, no more
+        assert a[0] != b[0]
+        if isinstance(a[1], dict) and isinstance(b[1], dict) and a[2] == b[2] == "applied":
+            gap = datetime.fromisoformat(b[1]["occurred_at"]) - datetime.fromisoformat(
+                a[1]["occurred_at"]
+            )
+            assert timedelta(0) <= gap < timedelta(days=1)
+        swaps.append(i)
+        i += 2
+    eligible = 0
+    for a, b in itertools.pairwise(plain):
+        if a[0] != b[0] and isinstance(a[1], dict) and isinstance(b[1], dict):
+            at_a, at_b = (datetime.fromisoformat(x[1]["occurred_at"]) for x in (a, b))
+            eligible += abs(at_b - at_a) < timedelta(days=1)
+    return swaps, eligible
+
+
+def test_jitter_swaps_neighbours_of_different_topics_less_than_a_day_apart() -> None:
+    assert SMALL.jitter == 0.05  # the default
+    swaps, eligible = _swaps(SMALL)
+    assert 0.02 * eligible < len(swaps) < 0.08 * eligible, (len(swaps), eligible)
+    swaps, eligible = _swaps(replace(SMALL, jitter=0.3))
+    assert 0.15 * eligible < len(swaps) < 0.4 * eligible, (len(swaps), eligible)
+    assert _swaps(replace(SMALL, jitter=0.0))[0] == []
+
+
+def test_activity_scales_the_records_per_customer_year() -> None:
+    busy = sum(1 for _ in generate_lines(replace(SMALL, jitter=0.0)))
+    quiet = sum(1 for _ in generate_lines(replace(SMALL, jitter=0.0, activity=0.23)))
+    assert 0.15 * busy < quiet < 0.35 * busy
+    with pytest.raises(ValueError):
+        GeneratorConfig(activity=0)
 
 
 def test_event_volume_per_customer(year: Stream) -> None:
@@ -318,7 +367,7 @@ def test_engine_applies_what_is_good_and_rejects_what_is_bad(year: Stream) -> No
     r = Replayer(settings)
     alerts: Counter[str] = Counter()
     records = read_records(year.lines, settings.max_payload_bytes)
-    for (n, topic, value, size), (_, _, label) in zip(records, year.labelled, strict=True):
+    for (n, topic, value, size, _), (_, _, label) in zip(records, year.labelled, strict=True):
         outcome, _, code = label.partition(":")
         before, before_code = r.outcomes[outcome], r.rejections[code]
         for out in r.feed(topic, value, size=size, offset=n):
