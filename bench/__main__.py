@@ -1,10 +1,13 @@
 """`make bench`: every benchmark in one run, figures printed as a table.
 
 python -m bench [--customers N] [--days D] [--repeat R] [--only engine|e2e]
+                [--mid-customers N] [--baseline REV]
                 [--e2e-customers N] [--e2e-days D] [--e2e-profile-events N]
 
-`engine` is the profit engine in-process (`--repeat` runs, best reported); `e2e` is
-the streaming service end to end on the embedded broker (bench/e2e.py, one run).
+`engine` is the profit engine in-process on two streams (`--repeat` runs each, best
+reported; with `--baseline REV` that revision's engine runs on the same streams,
+alternating with this one); `e2e` is the streaming service end to end on the embedded
+broker (bench/e2e.py, one run).
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench import e2e
@@ -35,28 +41,90 @@ def machine() -> str:
     return f"{cpu}, Python {platform.python_version()}, {platform.system()} {platform.machine()}"
 
 
-def engine(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
+@dataclass(frozen=True)
+class Stream:
+    """One engine benchmark stream."""
+
+    name: str
+    cfg: GeneratorConfig
+
+
+def streams(args: argparse.Namespace) -> list[Stream]:
+    return [
+        Stream(
+            f"{args.customers} customers x {args.days} days, ~240 records per customer-year",
+            GeneratorConfig(customers=args.customers, days=args.days, seed=args.seed),
+        ),
+        # A mid-market book: many customers, few records each; upstream jitter as in
+        # the first (the generator's default), so the merge reorders both.
+        Stream(
+            f"{args.mid_customers} customers x {args.days} days, ~55 records per customer-year",
+            GeneratorConfig(
+                customers=args.mid_customers, days=args.days, seed=args.seed, activity=0.23
+            ),
+        ),
+    ]
+
+
+def baseline_tree(rev: str, workdir: Path) -> Path:
+    """The project at `rev`, unpacked (its own bench.engine runs from there)."""
+    root = Path(__file__).resolve().parents[1]
+    tree = workdir / f"baseline-{rev}"
+    tree.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", rev], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def engine_run(path: Path, tree: Path | None) -> dict[str, object]:
+    """One run in a fresh process (peak RSS is the engine's own), of this tree's
+    engine or, from `tree`, another revision's."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.engine", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tree,  # `-m` puts the working directory first on sys.path
+    )
+    result: dict[str, object] = json.loads(out.stdout)
+    return result
+
+
+def engine(args: argparse.Namespace, stream: Stream, workdir: Path) -> dict[str, object]:
     path = workdir / "stream.jsonl"
     started = time.perf_counter()
-    cfg = GeneratorConfig(customers=args.customers, days=args.days, seed=args.seed)
     with path.open("w", encoding="utf-8") as f:
-        for line in generate_lines(cfg):
+        for line in generate_lines(stream.cfg):
             f.write(line + "\n")
     gen_s = time.perf_counter() - started
+    tree = baseline_tree(args.baseline, workdir) if args.baseline else None
     runs: list[dict[str, object]] = []
-    for _ in range(args.repeat):  # a fresh process each: peak RSS is the engine's own
-        out = subprocess.run(
-            [sys.executable, "-m", "bench.engine", str(path)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        runs.append(json.loads(out.stdout))
-    # The host's cores are shared, so runs spread: report the best and all of them.
-    result = max(runs, key=lambda r: int(r["events_per_s"]))  # type: ignore[call-overload]
-    result["events_per_s_runs"] = sorted(int(r["events_per_s"]) for r in runs)  # type: ignore[call-overload]
+    before: list[dict[str, object]] = []
+    # Alternated, so a busy minute of this shared host falls on both versions alike.
+    for _ in range(args.repeat):
+        runs.append(engine_run(path, None))
+        if tree is not None:
+            before.append(engine_run(path, tree))
+    result = max(runs, key=_rate)
+    result["events_per_s_runs"] = sorted(map(_rate, runs))
+    if before:
+        result[f"baseline {args.baseline} runs"] = sorted(map(_rate, before))
+        result["baseline peak_rss_mib"] = max(float(str(b["peak_rss_mib"])) for b in before)
+        now, then = statistics.median(map(_rate, runs)), statistics.median(map(_rate, before))
+        result["median now / baseline"] = round(now / then, 3)
     result["generate_s"] = round(gen_s, 2)
+    path.unlink()
+    if tree is not None:
+        shutil.rmtree(tree)
     return result
+
+
+def _rate(run: dict[str, object]) -> int:
+    rate = run["events_per_s"]
+    assert isinstance(rate, int)
+    return rate
 
 
 def main() -> int:
@@ -65,6 +133,12 @@ def main() -> int:
     p.add_argument("--days", type=int, default=365)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--mid-customers", type=int, default=2000, help="the mid-market stream")
+    p.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run this git revision's engine on the same streams, alternating",
+    )
     p.add_argument("--only", choices=["engine", "e2e"], default=None)
     p.add_argument("--e2e-customers", type=int, default=E2E.customers)
     p.add_argument("--e2e-days", type=int, default=E2E.days, help="50 days: ~200,000 records")
@@ -91,16 +165,17 @@ def main() -> int:
 
 
 def print_engine(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(prefix="profitwatch-bench-") as tmp:
-        r = engine(args, Path(tmp))
-    print("\nengine (replay pipeline, in-process, one core)")
-    for k, v in r.items():
-        print(f"  {k:<20} {v}")
     target = 25_000
-    ok = int(r["events_per_s"]) >= target  # type: ignore[call-overload]
-    print(f"  target               >= {target} events/s: {'met' if ok else 'NOT met'}")
-    size_ok = int(r["state_bytes_median"]) < 4096  # type: ignore[call-overload]
-    print(f"  target               median state < 4 KB: {'met' if size_ok else 'NOT met'}")
+    for stream in streams(args):
+        with tempfile.TemporaryDirectory(prefix="profitwatch-bench-") as tmp:
+            r = engine(args, stream, Path(tmp))
+        print(f"\nengine (replay pipeline, in-process, one core): {stream.name}")
+        for k, v in r.items():
+            print(f"  {k:<24} {v}")
+        ok = _rate(r) >= target
+        print(f"  target                   >= {target} events/s: {'met' if ok else 'NOT met'}")
+        size_ok = int(r["state_bytes_median"]) < 4096  # type: ignore[call-overload]
+        print(f"  target                   median state < 4 KB: {'met' if size_ok else 'NOT met'}")
 
 
 if __name__ == "__main__":
