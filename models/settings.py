@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     max_future_skew_seconds: int = Field(default=300, ge=0)
     max_payload_bytes: int = Field(default=65536, ge=1)
     sweep_interval_seconds: float = Field(default=60, ge=0)
+    # The order of application (section 9): how long a caught-up queue waits for late
+    # producers, and how long a queue whose partition's end offset is ahead waits for a
+    # record that does not come (transaction markers, compacted gaps).
+    max_idle_ms: int = Field(default=0, ge=0)
+    max_lag_wait_ms: int = Field(default=2000, ge=0)
 
     # --- topics ---
     topics: Topics = Field(default_factory=Topics)
@@ -129,6 +134,9 @@ class Settings(BaseSettings):
     broker_kind: Literal["kafka", "tansu"] = "kafka"
     app_id: str = "profitwatch"
     partitions: int = Field(default=4, ge=1)  # every topic the service reads: co-partitioned
+    # Input records held for their turn (section 9) per worker; beyond it the
+    # topic-partitions that are ahead are paused until the held records drain.
+    max_held_records: int = Field(default=20_000, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     data_dir: Path = Path("data")
     store: str = "rocksdb://"  # "memory://" for tests
