@@ -1,7 +1,8 @@
-"""The Faust wiring: topics, the customer table, thin agents and the sweep timer.
+"""The Faust wiring: topics, the customer table, thin agents and the timers.
 
 Agents only move records between Faust and the `Processor` (decode -> engine ->
-table -> send); everything they decide is in streams/processor.py.
+table -> send); the order of application is streams/ordering.py, the acks that make
+every commit safe streams/acks.py, everything else the processor decides.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from models.partitioner import partition_for
 from models.settings import Settings
 from models.timeutil import now_us
 from streams import web
-from streams.app import also_before_commit, create_app
+from streams.acks import AckAfterDelivery
+from streams.app import create_app
 from streams.metrics import Metrics
+from streams.ordering import OrderedInput
 from streams.processor import Headers, Processor
 from streams.record_batches import RecordBatches
 from streams.table_writes import PartitionedTable
@@ -24,6 +27,9 @@ from streams.table_writes import PartitionedTable
 log = logging.getLogger(__name__)
 
 TABLE_NAME = "customers"
+# How often the order of application looks at holds that end with time or with the
+# end offsets; records that arrive are applied at once, without waiting for it.
+ORDER_TICK_SECONDS = 0.05
 
 
 class Service:
@@ -60,29 +66,36 @@ class Service:
         )
         writes = PartitionedTable(self.table, t.internal, n, self.batches)
         self.batches.on_delivered = writes.on_delivered
-        also_before_commit(app, self.batches.delivered)
         self.processor = Processor(
             settings, writes, self._send, coalesce=True, metrics=self.metrics
         )
         self.metrics.watch(self.processor.tallies)
-        # Faust calls sensors' on_commit_initiated before it flushes the producer and
-        # commits offsets: the changed states and owed snapshots go out first (see
-        # Processor).
-        app.sensors.add(_FlushBeforeCommit(self.processor, self.batches))
+        # Records are acked only once their outputs are delivered, so whatever Faust
+        # commits is safe (streams/acks.py); a commit here is that flush and those acks.
+        self.acks = AckAfterDelivery(
+            self._flush, self.batches.delivered, every=settings.commit_every_records
+        )
+        self.ordered = OrderedInput(app, settings, self.processor, self.acks, self.metrics)
+        app.before_stop = self.acks.commit
 
-        # The agents yield nothing: Faust then hands a yielding agent's every value to
-        # its sinks (`Agent._slurp`), a few µs per record for nothing here.
-        async def ingest(stream: faust.StreamT[bytes]) -> None:
-            on_input = self.processor.on_input
-            async for event in stream.events():
-                m = event.message
-                on_input(m.topic, m.partition, m.offset, event.key, event.value)
+        # Manual acks (noack): an input record is acked once applied and delivered,
+        # never while held for its turn. The agents yield nothing: Faust would hand a
+        # yielding agent's every value to its sinks (`Agent._slurp`) for nothing here.
+        async def ingest(stream: Any) -> None:  # a faust.Stream: StreamT lacks noack()
+            on_event, acks = self.ordered.on_event, self.acks
+            async for event in stream.noack().events():
+                on_event(event)
+                if acks.due:
+                    await acks.commit()
 
-        async def internal(stream: faust.StreamT[bytes]) -> None:
-            on_internal = self.processor.on_internal
-            async for event in stream.events():
+        async def internal(stream: Any) -> None:
+            on_internal, acks = self.processor.on_internal, self.acks
+            async for event in stream.noack().events():
                 m = event.message
                 on_internal(m.partition, m.offset, event.key, event.value)
+                acks.applied(event)
+                if acks.due:
+                    await acks.commit()
 
         self.ingest = app.agent(self.input_topic, name="ingest")(ingest)
         self.internal = app.agent(self.internal_topic, name="internal")(internal)
@@ -91,7 +104,11 @@ class Service:
 
         if settings.sweep_interval_seconds > 0:
             app.timer(settings.sweep_interval_seconds, name="sweep")(self._sweep_tick)
+        app.timer(settings.commit_interval_seconds, name="commit")(self._commit)
+        # Holds that end with time (max_lag_wait_ms, max_idle_ms) or with end offsets.
+        app.timer(ORDER_TICK_SECONDS, name="order")(self._order_tick)
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         # Sent once the tables of newly assigned partitions are recovered.
         app.on_rebalance_complete.connect(self._on_rebalanced)  # type: ignore[arg-type]
 
@@ -112,8 +129,20 @@ class Service:
             self.batches.append(topic, partition_for(key, self.settings.partitions), key, value)
             return
         # send_soon: no await inside the processor, so a record's read-modify-write
-        # of its customer's state is never interleaved with another agent's.
-        self.out[topic].send_soon(key=key, value=value, headers=headers, partition=partition)
+        # of its customer's state is never interleaved with another agent's. Its
+        # future resolves on delivery; the records it came from are acked after.
+        fut = self.out[topic].send_soon(key=key, value=value, headers=headers, partition=partition)
+        self.acks.sent(fut)
+
+    def _flush(self) -> None:
+        self.processor.flush()
+        self.batches.ship()
+
+    async def _commit(self) -> None:
+        await self.acks.commit()
+
+    async def _order_tick(self) -> None:
+        self.ordered.tick()
 
     async def _sweep_tick(self) -> None:
         """Ask each of this worker's internal partitions to sweep itself: the sweep
@@ -124,27 +153,20 @@ class Service:
             if tp.topic == internal:
                 await self.internal_topic.send(value=request, partition=tp.partition)
 
-    async def _on_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
-        # Faust has flushed its producer already; the states written here must reach
-        # the changelog before the partitions' new owner reads it.
+    async def _on_revoked(self, sender: Any, revoked: Any, *args: Any, **kwargs: Any) -> None:
+        # Held records of the revoked partitions are dropped and their applied ones
+        # not acked: the next owner reads them again. The states written here must
+        # reach the changelog before that owner restores it.
+        self.ordered.on_revoked(revoked)
+        self.acks.forget((tp.topic, tp.partition) for tp in revoked)
+        await self.acks.commit()
         self.processor.forget()
-        self.batches.ship()
-        await self.app.producer.flush()  # awaits the shipment too (also_before_commit)
+
+    async def _on_assigned(self, sender: Any, assigned: Any, *args: Any, **kwargs: Any) -> None:
+        await self.ordered.on_assigned(assigned)
 
     async def _on_rebalanced(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         self.processor.reindex()
-
-
-class _FlushBeforeCommit(faust.Sensor):
-    def __init__(self, processor: Processor, batches: RecordBatches) -> None:
-        super().__init__()
-        self.processor = processor
-        self.batches = batches
-
-    def on_commit_initiated(self, consumer: Any) -> Any:
-        self.processor.flush()
-        self.batches.ship()  # Faust's pre-commit producer flush awaits the delivery
-        return super().on_commit_initiated(consumer)
 
 
 def worker_argv(extra: list[str], *, loglevel: str = "info") -> list[str]:

@@ -16,7 +16,12 @@ Only the two latency histograms are observed per record.
   query);
 - profitwatch_event_time_lag_seconds: wall clock − occurred_at of applied events;
 - profitwatch_processing_seconds: one record through the processor;
-- profitwatch_sweep_duration_seconds: one partition's sweep.
+- profitwatch_sweep_duration_seconds: one partition's sweep;
+- the order of application (contract section 9): profitwatch_held_records (input
+  records held for their turn), profitwatch_hold_seconds (arrival to applied),
+  profitwatch_order_enforced_total (a group went on without a queue that still held it
+  back: `max_lag_wait_ms` or `max_idle_ms` ran out), profitwatch_late_records_total
+  (applied with an event time earlier than their group's latest applied: lateness).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ LAG_BUCKETS = (
     365 * 86400,
     float("inf"),
 )
+HOLD_BUCKETS = (1e-3, 5e-3, 10e-3, 50e-3, 0.1, 0.5, 1, 2, 5, 10, 30, 60, float("inf"))
 PROCESSING_BUCKETS = (50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 50e-3, float("inf"))
 
 
@@ -70,6 +76,17 @@ class Metrics:
             "Time to sweep one partition's customers.",
             registry=self.registry,
         )
+
+        self.hold = Histogram(
+            "profitwatch_hold_seconds",
+            "Time an input record was held for its turn, from arrival to applied.",
+            buckets=HOLD_BUCKETS,
+            registry=self.registry,
+        )
+
+    def watch_order(self, order: Any) -> None:
+        """The order of application's gauges and counters (a models.group_order.GroupOrder)."""
+        self.registry.register(_OrderCollector(order))
 
     def watch(self, tallies: Tallies) -> None:
         self.registry.register(_TallyCollector(tallies))
@@ -126,6 +143,29 @@ class _TallyCollector(Collector):
             "profitwatch_table_customers",
             "Customers of this worker's partitions read since assignment.",
             value=sum(self.t.statuses.values()),
+        )
+
+
+class _OrderCollector(Collector):
+    def __init__(self, order: Any) -> None:
+        self.order = order
+
+    def collect(self) -> Iterator[Metric]:
+        o = self.order
+        yield GaugeMetricFamily(
+            "profitwatch_held_records",
+            "Input records held for their turn in the order of application.",
+            value=o.held,
+        )
+        yield CounterMetricFamily(
+            "profitwatch_order_enforced",
+            "Times a partition group went on without a queue that still held it back.",
+            value=o.enforced,
+        )
+        yield CounterMetricFamily(
+            "profitwatch_late_records",
+            "Records applied with an event time earlier than their group's latest applied.",
+            value=o.late,
         )
 
 

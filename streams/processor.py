@@ -48,6 +48,8 @@ from streams.metrics import Metrics, Tallies
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
+# An input record judged: its event and event time (epoch µs), or its rejection.
+Decoded = tuple[Event, int] | RejectedRecord
 # send(topic, key, value, headers, partition)
 Send = Callable[[str, bytes | None, bytes, Headers | None, int | None], None]
 
@@ -101,9 +103,10 @@ class Processor:
         self.cache_limit = settings.state_cache_customers
         # With coalescing, a changed customer's state is written to the table and its
         # snapshot sent once per commit, not once per record (Kafka Streams' record
-        # cache): the agents call `flush()` before Faust commits offsets, so every
-        # committed record's state and snapshot are out before its offset is,
-        # whatever crashes when. Until then the cache holds the only copy: a changed
+        # cache): the commit step (streams/acks.py) calls `flush()` and acknowledges
+        # records only once what it wrote is delivered, so every committed record's
+        # state and snapshot are out before its offset is, whatever crashes when.
+        # Until then the cache holds the only copy: a changed
         # state leaving the cache is written first. A table write per record costs
         # a changelog send and its delivery callback, the larger part of a record.
         self.coalesce = coalesce
@@ -128,29 +131,45 @@ class Processor:
     def on_input(
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
     ) -> None:
-        """A record of one of the five input topics."""
+        """A record of one of the five input topics, applied now."""
+        self.apply_input(topic, partition, offset, key, value, self.decode_input(topic, value))
+
+    def decode_input(self, topic: str, value: bytes | None) -> Decoded:
+        """Judge an input record before its turn: its event and event time (what the
+        order of application needs), or why it is rejected."""
+        try:
+            return self.decoder.decode_at(
+                topic, value if value is not None else b"", now_us=self.clock()
+            )
+        except RejectedRecord as rej:
+            return rej
+
+    def apply_input(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        decoded: Decoded,
+    ) -> None:
+        """Apply a decoded input record: dead-letter, re-key or apply it."""
         started = perf_counter()
-        self._on_input(topic, partition, offset, key, value)
+        raw = value if value is not None else b""
+        if isinstance(decoded, RejectedRecord):
+            self._reject(decoded, topic, partition, offset, key, raw)
+        else:
+            event, at = decoded
+            cid = event.customer_id.encode("utf-8")
+            if key != cid or partition != partition_for(cid, self.partitions):
+                # The key is not trusted: re-key by the customer in the value.
+                envelope = {"k": "event", "topic": topic, "value": raw.decode("utf-8")}
+                self.send(self.topics.internal, cid, _dumps(envelope), None, None)
+                self.outcomes[(topic, "rekeyed")] += 1
+            else:
+                self._apply(topic, cid, event, at)
         if self.metrics is not None:
             self.metrics.processing.observe(perf_counter() - started)
-
-    def _on_input(
-        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
-    ) -> None:
-        raw = value if value is not None else b""
-        try:
-            event, at = self.decoder.decode_at(topic, raw, now_us=self.clock())
-        except RejectedRecord as rej:
-            self._reject(rej, topic, partition, offset, key, raw)
-            return
-        cid = event.customer_id.encode("utf-8")
-        if key != cid or partition != partition_for(cid, self.partitions):
-            # The key is not trusted: re-key by the customer in the value.
-            envelope = {"k": "event", "topic": topic, "value": raw.decode("utf-8")}
-            self.send(self.topics.internal, cid, _dumps(envelope), None, None)
-            self.outcomes[(topic, "rekeyed")] += 1
-            return
-        self._apply(topic, cid, event, at)
 
     def on_internal(self, partition: int, offset: int, key: bytes | None, value: bytes) -> None:
         """A record of the internal topic (see the module docstring)."""

@@ -8,13 +8,12 @@ request of its own. That was most of a record's cost after the model. Here a rec
 costs a list append; at the commit each partition's records go out as a few record
 batches built in one pass (aiokafka's `BatchBuilder` + `send_batch`).
 
-Delivery and commits. `ship()` is synchronous, for the one place it is called from:
-Faust's `on_commit_initiated`, just before Faust picks the offsets to commit, where
-nothing can be awaited. It starts sending everything appended so far; `delivered()`
-awaits every shipment started so far, and Faust's pre-commit producer flush awaits it
-(`streams.app.also_before_commit`), so no offset is committed before the states and
-snapshots of the input it covers are on the broker. Shipments go out in order: each
-waits for the one before, so a key's records never overtake each other.
+Delivery and commits. `ship()` is synchronous: it starts sending everything appended
+so far; `delivered()` awaits every shipment started so far. The service's commit step
+(streams/acks.py) ships, awaits delivery and only then acknowledges the input, so no
+offset is committed before the states and snapshots of the input it covers are on the
+broker. Shipments go out in order: each waits for the one before, so a key's records
+never overtake each other.
 
 tansu. Its ListOffsets "latest" is the base offset of a partition's last batch + 1,
 and Faust's table recovery trusts it (streams/app.py). With `last_record_alone` a

@@ -122,21 +122,6 @@ def test_app_config_carries_commits_and_the_broker_quirks(tmp_path: Path) -> Non
     assert "producer_max_batch_size" not in app_config(Settings(broker_kind="kafka"))
 
 
-async def test_the_pre_commit_flush_also_awaits_the_commits_shipment(tmp_path: Path) -> None:
-    import asyncio
-
-    from streams.app import also_before_commit, create_app
-
-    app = create_app(Settings(data_dir=tmp_path, store="memory://"))
-    shipped = asyncio.Event()
-    also_before_commit(app, shipped.wait)
-    flush = asyncio.ensure_future(app.producer.buffer.flush())
-    await asyncio.sleep(0.01)
-    assert not flush.done()  # Faust's commit would still be waiting
-    shipped.set()
-    await asyncio.wait_for(flush, 1)
-
-
 def test_table_writes_stand_in_for_a_record_of_the_customers_partition() -> None:
     """What Faust's table reads at a write is a record of the key's partition, inside
     another partition's record too; the record being processed is restored after."""

@@ -1,0 +1,97 @@
+"""An input record is acknowledged only once everything it caused is on the broker.
+
+The agents read with manual acks (`stream.noack()`), and Faust commits, per
+topic-partition, up to the first offset not acknowledged. So if a record is acked only
+after its state (changelog), its snapshot and the alerts, dead letters and internal
+records it caused are delivered, every committed offset is safe by construction,
+whenever Faust commits and whatever crashes when: no hook into Faust's commit is
+needed. Records held for their turn (streams/ordering.py) are never acked at all.
+
+Offsets are acked in the order their records were applied, which per topic-partition
+is offset order (the order of application never reorders a queue). faust-streaming
+#606: Faust commits past an unacked offset at the committed position when a later
+offset is acked, and does not check at all when nothing was committed yet; so this
+module refuses to ack an offset below one it acked before on the same partition since
+the partition was assigned, and never acks a record while an earlier one of its
+partition is unacked (each is acked only after every record applied before it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class AckOrderError(RuntimeError):
+    """An ack would go out of offset order: Faust could then commit past a record."""
+
+
+class AckAfterDelivery:
+    """Applied records and the sends they caused, acknowledged at each `commit()`."""
+
+    def __init__(
+        self,
+        flush: Callable[[], None],
+        delivered: Callable[[], Awaitable[None]],
+        *,
+        every: int,
+    ) -> None:
+        self._flush = flush  # writes changed states and owed snapshots, starts sending
+        self._delivered = delivered  # awaits what `flush` started
+        self.every = every
+        self.events: list[Any] = []  # applied since the last commit, in order
+        self.sends: list[asyncio.Future[Any]] = []  # Faust sends since then
+        self._acked: dict[tuple[str, int], int] = {}  # highest offset acked per tp
+        self._lock = asyncio.Lock()
+
+    def applied(self, event: Any) -> None:
+        self.events.append(event)
+
+    def sent(self, fut: asyncio.Future[Any]) -> None:
+        self.sends.append(fut)
+
+    @property
+    def due(self) -> bool:
+        return len(self.events) >= self.every
+
+    async def commit(self) -> int:
+        """Acknowledge every record applied so far, once its outputs are delivered;
+        how many were acknowledged."""
+        async with self._lock:
+            # 1. What was applied up to now: its outputs are all handed over below.
+            events, sends = self.events, self.sends
+            self.events, self.sends = [], []
+            # 2. The changed states (store now, changelog batched) and owed snapshots.
+            self._flush()
+            # 3. Wait until all of it, and every send before it, is on the broker. A
+            #    failed send raises: its records stay unacked and are redelivered.
+            await self._delivered()
+            if sends:
+                await asyncio.gather(*sends)
+            # 4. Acknowledge, in the order applied; Faust commits acked offsets.
+            for event in events:
+                self._ack(event)
+            return len(events)
+
+    def _ack(self, event: Any) -> None:
+        m = event.message
+        tp = (m.topic, m.partition)
+        last = self._acked.get(tp)
+        if last is not None and m.offset <= last:
+            raise AckOrderError(f"ack of {tp}@{m.offset} after @{last}")
+        self._acked[tp] = m.offset
+        event.ack()
+
+    def forget(self, partitions: Iterable[tuple[str, int]]) -> int:
+        """These topic-partitions were revoked: their applied records are never acked
+        here (the next owner reads them again; their outputs are idempotent)."""
+        gone = set(partitions)
+        for tp in gone:
+            self._acked.pop(tp, None)
+        before = len(self.events)
+        self.events = [e for e in self.events if (e.message.topic, e.message.partition) not in gone]
+        return before - len(self.events)

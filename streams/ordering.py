@@ -1,0 +1,152 @@
+"""The order of application in the worker (contract section 9), on Faust's public API.
+
+The ingest agent hands every input event here. It is judged at once (decoded, or
+rejected: the order needs its event time), queued in its partition's group
+(`models/group_order.py`, the same rule as replay) and applied when its turn comes,
+from the agent or from a timer (waits that end with time, end offsets that move).
+What Kafka knows comes from Faust's consumer: `highwater(tp)` (the end offset as of
+the last fetch; None before one) and, at assignment, `position(tp)`. Beyond
+`max_held_records` the topic-partitions that are ahead are paused
+(`consumer.pause_partitions`) until the held records drain. A revoke drops the held
+records of the revoked partitions, never acknowledged: their next owner reads them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from models.group_order import GroupOrder
+from models.settings import Settings
+from streams.acks import AckAfterDelivery
+from streams.metrics import Metrics
+from streams.processor import Processor
+
+log = logging.getLogger(__name__)
+
+
+def _now_ms() -> float:
+    return time.monotonic() * 1000.0
+
+
+class OrderedInput:
+    def __init__(
+        self,
+        app: Any,
+        settings: Settings,
+        processor: Processor,
+        acks: AckAfterDelivery,
+        metrics: Metrics,
+    ) -> None:
+        self.app = app
+        self.processor = processor
+        self.acks = acks
+        self.metrics = metrics
+        self.inputs = tuple(settings.topics.input_kinds())
+        self._inputs = frozenset(self.inputs)
+        # The next offset past the last record of each input partition that entered
+        # Faust (its Conductor, before the agent's queue): a sensor sees every one.
+        self.fetched: dict[tuple[str, int], int] = {}
+        app.sensors.add(_Fetched(self.fetched, self._inputs))
+        self.order: GroupOrder[Any] = GroupOrder(
+            self.inputs,
+            self._end_offset,
+            self._fetched,
+            max_idle_ms=settings.max_idle_ms,
+            max_lag_wait_ms=settings.max_lag_wait_ms,
+            max_held=settings.max_held_records,
+        )
+        metrics.watch_order(self.order)
+
+    def _end_offset(self, topic: str, partition: int) -> int | None:
+        try:
+            end: int | None = self.app.consumer.highwater(TP(topic, partition))
+        except Exception:  # no consumer yet (ConsumerNotStarted), or partition unknown
+            return None
+        return end
+
+    def _fetched(self, topic: str, partition: int) -> int | None:
+        return self.fetched.get((topic, partition))
+
+    # ---- records ---------------------------------------------------------------------
+
+    def on_event(self, event: Any) -> None:
+        """An input event from the agent (manual acks): queue it, apply what may go."""
+        m = event.message
+        decoded = self.processor.decode_input(m.topic, event.value)
+        if m.topic not in self._inputs:  # on no queue (rejected by the decoder): at once
+            self.processor.apply_input(
+                m.topic, m.partition, m.offset, event.key, event.value, decoded
+            )
+            self.acks.applied(event)
+            return
+        at = decoded[1] if isinstance(decoded, tuple) else None
+        now = _now_ms()
+        order = self.order
+        order.receive(m.topic, m.partition, m.offset, at, (event, decoded), now)
+        self._apply(order.release(now, (m.partition,)))
+        if order.held > order.max_held or order.paused:
+            self._flow()
+
+    def tick(self) -> None:
+        """Apply what became due with time or with the end offsets (a timer)."""
+        self._apply(self.order.release(_now_ms()))
+        self._flow()
+
+    def _apply(self, released: Iterable[Any]) -> None:
+        apply, applied, hold = self.processor.apply_input, self.acks.applied, self.metrics.hold
+        for r in released:
+            event, decoded = r.item
+            m = event.message
+            apply(m.topic, m.partition, m.offset, event.key, event.value, decoded)
+            applied(event)
+            hold.observe(r.held_ms / 1000.0)
+
+    def _flow(self) -> None:
+        pause, resume = self.order.flow()
+        consumer = self.app.consumer
+        if pause:
+            consumer.pause_partitions({TP(t, p) for t, p in pause})
+        if resume:
+            consumer.resume_partitions({TP(t, p) for t, p in resume})
+
+    # ---- rebalances ------------------------------------------------------------------
+
+    async def on_assigned(self, assigned: Iterable[TP]) -> None:
+        """Faust pauses new partitions until their tables are recovered, so nothing is
+        fetched yet: each position is where this worker's records of it start."""
+        positions: dict[tuple[str, int], int | None] = {}
+        for tp in assigned:
+            if tp.topic not in self.inputs:
+                continue
+            try:
+                positions[(tp.topic, tp.partition)] = await self.app.consumer.position(tp)
+            except Exception as exc:  # unknown: the queue counts as behind
+                log.warning("position of %s unknown (%r): it counts as behind", tp, exc)
+                positions[(tp.topic, tp.partition)] = None
+        self.order.assign(positions)
+
+    def on_revoked(self, revoked: Iterable[TP]) -> int:
+        """Drop the held records of revoked partitions, unacknowledged."""
+        partitions = {tp.partition for tp in revoked if tp.topic in self.inputs}
+        for tp in revoked:
+            self.fetched.pop((tp.topic, tp.partition), None)
+        return len(self.order.revoke(partitions))
+
+
+class _Fetched(faust.Sensor):
+    """Faust calls `on_message_in` for every record it fetched, before the agent."""
+
+    def __init__(self, fetched: dict[tuple[str, int], int], topics: frozenset[str]) -> None:
+        super().__init__()
+        self._fetched = fetched
+        self._topics = topics
+
+    def on_message_in(self, tp: TP, offset: int, message: Any) -> None:
+        if tp.topic in self._topics:
+            self._fetched[(tp.topic, tp.partition)] = offset + 1
