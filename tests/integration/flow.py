@@ -69,13 +69,6 @@ def expected(records: list[dict[str, Any]], settings: Settings) -> Replayer:
     return r
 
 
-def in_replay_order(records: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
-    """The records in the order replay applies them (contract section 9)."""
-    lines = [json.dumps(r, default=str).encode() for r in records]
-    r = Replayer(settings)
-    return [records[n] for n, _ in r.replay_lines(lines)]
-
-
 def renamed(records: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
     """The same records on this test's own topic names."""
     names = dict(zip(Settings().topics.input_kinds(), settings.topics.input_kinds(), strict=True))
@@ -144,15 +137,6 @@ def settle_referrals(bootstrap: str, settings: Settings, referrals: list[dict[st
             return
         time.sleep(0.5)
     raise AssertionError("referral links did not settle")
-
-
-def replayed_alerts(records: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
-    lines = [json.dumps(r, default=str).encode() for r in records]
-    r = Replayer(settings)
-    out = []
-    for _, outputs in r.replay_lines(lines):
-        out += [o.value for o in outputs if o.topic == settings.topics.alerts]
-    return out
 
 
 def latest_states(bootstrap: str, changelog: str) -> dict[str, Any]:
