@@ -14,8 +14,10 @@ counted. These are Kafka Streams' `PartitionGroup` rules with KIP-695's lag chec
 The caller tells it what Kafka knows: which partitions are assigned, each
 topic-partition's position at assignment, its end offset (`end_offset`) and how far
 this worker has fetched it (`fetched`: records fetched but not yet queued are in
-transit, and a wait for them is not timed out; offsets that hold no record are never
-fetched as records, so only they run into `max_lag_wait_ms`). Held
+transit) and how far its client has read it (`position`): a wait for records in
+transit or not yet read is not timed out (KIP-695); only a partition read to its end
+with nothing more arriving (offsets that hold no record) runs into
+`max_lag_wait_ms`. Held
 records are never acknowledged; a revoke drops them, and the partition's next owner
 receives them again. Memory: beyond `max_held` records the topic-partitions that are
 ahead (have records buffered) should be paused (`flow`), never one its group waits on.
@@ -65,6 +67,7 @@ class GroupOrder(Generic[T]):
         topics: Sequence[str],
         end_offset: OffsetOf,
         fetched: OffsetOf | None = None,
+        position: OffsetOf | None = None,
         *,
         max_idle_ms: float = 0,
         max_lag_wait_ms: float = 2000,
@@ -77,6 +80,12 @@ class GroupOrder(Generic[T]):
         # the queue yet): records in transit are coming, so waiting for them is bounded
         # by nothing but their arrival.
         self.fetched = fetched
+        # The consumer client's position (how far it has read the partition from the
+        # broker, past offsets that hold no record too): while it is short of the end
+        # offset the records are still to be fetched, and the wait is not timed out
+        # either (KIP-695); once it is at the end and nothing came, the offsets held
+        # no record, and `max_lag_wait_ms` bounds the wait.
+        self.position = position
         self.max_idle_ms = max_idle_ms
         self.max_lag_wait_ms = max_lag_wait_ms
         self.max_held = max_held
@@ -86,6 +95,7 @@ class GroupOrder(Generic[T]):
         self.enforced = 0  # times a group went on without a queue that held it back
         self.late = 0  # records applied earlier in event time than their group's latest
         self.paused: set[TP] = set()
+        self.pauses = 0  # topic-partitions paused by the memory bound, ever
 
     # ---- assignment ----------------------------------------------------------------
 
@@ -126,9 +136,14 @@ class GroupOrder(Generic[T]):
         at_us: int | None,
         item: T,
         now_ms: float,
-    ) -> None:
+    ) -> bool:
         """A record of an input topic-partition, in offset order (`at_us` None when
-        it is rejected: it goes as soon as it heads its queue)."""
+        it is rejected: it goes as soon as it heads its queue). False, and nothing
+        queued, for an offset received before (a consumer that reads a partition
+        again after a seek delivers what it delivered before)."""
+        nxt = self.next_offset.get((topic, partition))
+        if nxt is not None and offset < nxt:
+            return False
         g = self._group(partition)
         g.merge.push(
             topic, order_key(at_us, partition, self._rank[topic]), (offset, now_ms, at_us, item)
@@ -137,6 +152,7 @@ class GroupOrder(Generic[T]):
         g.wait_since.pop(topic, None)
         g.enforced.discard(topic)
         self.held += 1
+        return True
 
     def release(self, now_ms: float, partitions: Iterable[int] | None = None) -> list[Released[T]]:
         """Every record whose turn it is, of these groups (default: all), in order."""
@@ -175,6 +191,10 @@ class GroupOrder(Generic[T]):
             if fetched is not None and nxt is not None and fetched > nxt:
                 g.wait_since[topic] = now_ms  # in transit: it will arrive
                 return True
+            pos = self.position(topic, p) if self.position is not None else None
+            if pos is not None and end is not None and pos < end:
+                g.wait_since[topic] = now_ms  # not read from the broker yet: it will be
+                return True
             limit = self.max_lag_wait_ms  # behind, or not known to be caught up
         elif self.max_idle_ms > 0:
             limit = self.max_idle_ms  # caught up; waits for late producers
@@ -202,7 +222,8 @@ class GroupOrder(Generic[T]):
         """(to pause, to resume), given what is held: beyond `max_held` every
         topic-partition with records buffered is paused; a paused one whose queue has
         run empty is resumed (its group may wait on it), and all are once the held
-        records are below half the bound."""
+        records are below half the bound. The caller must not lose what a paused
+        partition had fetched already (see streams/faust_private.py)."""
         pause: set[TP] = set()
         if self.held > self.max_held:
             for p, g in self.groups.items():
@@ -219,4 +240,5 @@ class GroupOrder(Generic[T]):
             )
         self.paused |= pause
         self.paused -= resume
+        self.pauses += len(pause)
         return pause, resume

@@ -18,6 +18,7 @@ from models.timeutil import now_us
 from streams import web
 from streams.acks import AckAfterDelivery
 from streams.app import create_app
+from streams.faust_private import aiokafka_producer
 from streams.metrics import Metrics
 from streams.ordering import OrderedInput
 from streams.processor import Headers, Processor
@@ -113,8 +114,7 @@ class Service:
         app.on_rebalance_complete.connect(self._on_rebalanced)  # type: ignore[arg-type]
 
     def _kafka_producer(self) -> Any:
-        """Faust's aiokafka producer (private to Faust; it exists once Faust started)."""
-        return self.app.producer._producer  # type: ignore[attr-defined]
+        return aiokafka_producer(self.app)
 
     def _send(
         self,
@@ -142,7 +142,7 @@ class Service:
         await self.acks.commit()
 
     async def _order_tick(self) -> None:
-        self.ordered.tick()
+        await self.ordered.tick()
 
     async def _sweep_tick(self) -> None:
         """Ask each of this worker's internal partitions to sweep itself: the sweep

@@ -21,7 +21,8 @@ Only the two latency histograms are observed per record.
   records held for their turn), profitwatch_hold_seconds (arrival to applied),
   profitwatch_order_enforced_total (a group went on without a queue that still held it
   back: `max_lag_wait_ms` or `max_idle_ms` ran out), profitwatch_late_records_total
-  (applied with an event time earlier than their group's latest applied: lateness).
+  (applied with an event time earlier than their group's latest applied: lateness),
+  profitwatch_order_pauses_total (topic-partitions paused by `max_held_records`).
 """
 
 from __future__ import annotations
@@ -161,6 +162,11 @@ class _OrderCollector(Collector):
             "profitwatch_order_enforced",
             "Times a partition group went on without a queue that still held it back.",
             value=o.enforced,
+        )
+        yield CounterMetricFamily(
+            "profitwatch_order_pauses",
+            "Input topic-partitions paused because max_held_records were held.",
+            value=o.pauses,
         )
         yield CounterMetricFamily(
             "profitwatch_late_records",

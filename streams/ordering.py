@@ -24,6 +24,7 @@ from faust.types import TP
 from models.group_order import GroupOrder
 from models.settings import Settings
 from streams.acks import AckAfterDelivery
+from streams.faust_private import deliver_fetched
 from streams.metrics import Metrics
 from streams.processor import Processor
 
@@ -53,10 +54,13 @@ class OrderedInput:
         # Faust (its Conductor, before the agent's queue): a sensor sees every one.
         self.fetched: dict[tuple[str, int], int] = {}
         app.sensors.add(_Fetched(self.fetched, self._inputs))
+        # The client's position of the partitions a group waits on, asked at each tick.
+        self.positions: dict[tuple[str, int], int] = {}
         self.order: GroupOrder[Any] = GroupOrder(
             self.inputs,
             self._end_offset,
             self._fetched,
+            self._position,
             max_idle_ms=settings.max_idle_ms,
             max_lag_wait_ms=settings.max_lag_wait_ms,
             max_held=settings.max_held_records,
@@ -73,6 +77,9 @@ class OrderedInput:
     def _fetched(self, topic: str, partition: int) -> int | None:
         return self.fetched.get((topic, partition))
 
+    def _position(self, topic: str, partition: int) -> int | None:
+        return self.positions.get((topic, partition))
+
     # ---- records ---------------------------------------------------------------------
 
     def on_event(self, event: Any) -> None:
@@ -88,13 +95,23 @@ class OrderedInput:
         at = decoded[1] if isinstance(decoded, tuple) else None
         now = _now_ms()
         order = self.order
-        order.receive(m.topic, m.partition, m.offset, at, (event, decoded), now)
+        if not order.receive(m.topic, m.partition, m.offset, at, (event, decoded), now):
+            return  # an offset this worker received before: nothing to do twice
         self._apply(order.release(now, (m.partition,)))
         if order.held > order.max_held or order.paused:
             self._flow()
 
-    def tick(self) -> None:
-        """Apply what became due with time or with the end offsets (a timer)."""
+    async def tick(self) -> None:
+        """Apply what became due with time, end offsets or positions (a timer)."""
+        for topic, partition in self.order.waiting_on():
+            try:
+                pos = await self.app.consumer.position(TP(topic, partition))
+            except Exception:  # not known now: the wait runs on the clock
+                pos = None
+            if pos is None:
+                self.positions.pop((topic, partition), None)
+            else:
+                self.positions[(topic, partition)] = pos
         self._apply(self.order.release(_now_ms()))
         self._flow()
 
@@ -111,7 +128,11 @@ class OrderedInput:
         pause, resume = self.order.flow()
         consumer = self.app.consumer
         if pause:
-            consumer.pause_partitions({TP(t, p) for t, p in pause})
+            tps = {TP(t, p) for t, p in pause}
+            consumer.pause_partitions(tps)
+            # What the fetch being handed over holds of them still arrives, in order:
+            # Faust would drop it (see streams/faust_private.py).
+            deliver_fetched(consumer, tps)
         if resume:
             consumer.resume_partitions({TP(t, p) for t, p in resume})
 
@@ -136,6 +157,7 @@ class OrderedInput:
         partitions = {tp.partition for tp in revoked if tp.topic in self.inputs}
         for tp in revoked:
             self.fetched.pop((tp.topic, tp.partition), None)
+            self.positions.pop((tp.topic, tp.partition), None)
         return len(self.order.revoke(partitions))
 
 

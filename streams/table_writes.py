@@ -17,8 +17,9 @@ changelog) is set when a shipment is delivered, as Faust's own delivery callback
 does per record. The records are the ones Faust writes: raw key and value bytes on
 the customer's partition, a null value for a delete.
 
-`faust.streams._current_event` is private to Faust: the tests pin the behaviour this
-relies on (tests/agents/test_agents.py, the crash and rebalance tests).
+`faust.streams._current_event` is private to Faust (streams/faust_private.py): the
+tests pin the behaviour this relies on (tests/agents/test_agents.py, the crash and
+rebalance tests).
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from faust.streams import _current_event
 from faust.types import TP
 
 from models.partitioner import partition_for
+from streams.faust_private import CURRENT_EVENT
 from streams.record_batches import RecordBatches
 
 
@@ -70,11 +71,11 @@ class PartitionedTable(MutableMapping[bytes, bytes]):
     @contextmanager
     def _inside(self, partition: int) -> Iterator[None]:
         record: Any = self._records[partition]
-        token = _current_event.set(weakref.ref(record))
+        token = CURRENT_EVENT.set(weakref.ref(record))
         try:
             yield
         finally:
-            _current_event.reset(token)  # the record being processed, if any, again
+            CURRENT_EVENT.reset(token)  # the record being processed, if any, again
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         partition = partition_for(key, self.partitions)

@@ -41,6 +41,7 @@ from yarl import URL
 
 from models import query
 from models.errors import QueryError
+from streams.faust_private import aiokafka_producer
 from streams.processor import IndexEntry
 
 if TYPE_CHECKING:
@@ -319,7 +320,7 @@ async def _broker_reachable(app: Any) -> bool:
     """A metadata round trip through the producer's client (it runs on this event
     loop; the consumer's runs on its own thread), bounded in time."""
     try:
-        client = app.producer._producer.client
+        client = aiokafka_producer(app).client
         return bool(await asyncio.wait_for(client.fetch_all_metadata(), timeout=3.0))
     except Exception as exc:  # any failure means: not ready to serve
         log.debug("broker check failed: %r", exc)

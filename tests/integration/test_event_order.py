@@ -136,7 +136,9 @@ def test_backfill_gives_replays_alerts_for_every_customer(
 
     send_all(kafka_bootstrap, (to_kafka(r) for r in rest))  # all at once, no worker
     port = free_port()
-    worker = WorkerProcess(env | {"PROFITWATCH_WEB_PORT": str(port)}, tmp_path / "w.log")
+    # A small memory bound, so the backfill pauses and resumes partitions many times.
+    env = env | {"PROFITWATCH_WEB_PORT": str(port), "PROFITWATCH_MAX_HELD_RECORDS": "300"}
+    worker = WorkerProcess(env, tmp_path / "w.log")
     workers.append(worker)
     worker.start(web=True)
     compared = check_equal(kafka_bootstrap, settings, exp)
@@ -144,6 +146,7 @@ def test_backfill_gives_replays_alerts_for_every_customer(
     print(f"alerts compared in order for all {compared} customers without credits")
     assert metric(port, "profitwatch_held_records") == 0
     assert metric(port, "profitwatch_order_enforced_total") == 0
+    assert metric(port, "profitwatch_order_pauses_total") > 0
 
 
 @pytest.mark.timeout(480)
@@ -161,35 +164,33 @@ def test_catch_up_after_sigterm_and_after_kill_9_with_records_held(
     port = free_port()
     env = env | {"PROFITWATCH_WEB_PORT": str(port), "PROFITWATCH_COMMIT_INTERVAL_SECONDS": "1"}
 
+    def backlog_then_worker(backlog: list[dict[str, Any]]) -> WorkerProcess:
+        """Produce while no worker runs, then start one on the backlog."""
+        send_all(kafka_bootstrap, (to_kafka(r) for r in backlog))
+        exp.phase(backlog)
+        worker = WorkerProcess(env, log)
+        workers.append(worker)
+        worker.start(web=True)
+        return worker
+
     # 1. A third, then the worker; it catches up; SIGTERM.
-    send_all(kafka_bootstrap, (to_kafka(r) for r in thirds[0]))
-    exp.phase(thirds[0])
-    first = WorkerProcess(env, log)
-    workers.append(first)
-    first.start(web=True)
+    first = backlog_then_worker(thirds[0])
     wait_for(kafka_bootstrap, settings, exp.figures(), timeout_s=240)
     first.stop()
 
-    # 2. The next third while it is down; a new worker catches up and is killed with
-    #    kill -9 while it holds records for their turn.
-    send_all(kafka_bootstrap, (to_kafka(r) for r in thirds[1]))
-    exp.phase(thirds[1])
-    second = WorkerProcess(env, log)
-    workers.append(second)
-    second.start(web=True)
+    # 2. The next third while it is down; the new worker is killed with kill -9
+    #    while it holds records for their turn.
+    second = backlog_then_worker(thirds[1])
     deadline = time.monotonic() + 60
     held = 0.0
     while time.monotonic() < deadline and not held:
         held = metric(port, "profitwatch_held_records")
+        time.sleep(0.02)
     assert held > 0, "never saw records held"
     second.kill9()
 
     # 3. The last third; a third worker picks up from the committed offsets.
-    send_all(kafka_bootstrap, (to_kafka(r) for r in thirds[2]))
-    exp.phase(thirds[2])
-    third = WorkerProcess(env, log)
-    workers.append(third)
-    third.start(web=True)
+    backlog_then_worker(thirds[2])
     compared = check_equal(kafka_bootstrap, settings, exp)
     assert compared == len(exp.uncredited()) >= 30
 

@@ -180,7 +180,7 @@ def test_the_memory_bound_pauses_what_is_ahead_never_what_the_group_waits_on() -
     b.ends[(ORD, 0)] = b.ends[(INV, 0)] = 4
     assert names(order) == []
     pause, resume = order.flow()
-    assert pause == {(ORD, 0), (INV, 0)} and resume == set()
+    assert pause == {(ORD, 0), (INV, 0)} and resume == set() and order.pauses == 2
     assert (S, 0) in order.waiting_on() and (S, 0) not in order.paused
     assert order.flow() == (set(), set())  # already paused
     # The tickets arrive, and one more order is on the broker: the group releases
@@ -269,3 +269,37 @@ def test_records_in_transit_are_waited_for_without_limit() -> None:
     assert names(order, 20_050) == []  # the wait starts when the group first waits
     assert names(order, 20_149) == []
     assert names(order, 20_150) == ["order@50"] and order.enforced == 1
+
+
+def test_a_partition_read_again_after_a_resume_queues_nothing_twice() -> None:
+    b = Broker()
+    order = make(b)
+    b.caught_up(order, 0)
+    assert order.receive(ORD, 0, 0, 30, "o0", 0)
+    assert order.receive(ORD, 0, 1, 31, "o1", 0)
+    assert order.next_offset[(ORD, 0)] == 2  # where a seek after a resume reads from
+    # What the consumer still had in flight arrives again after the seek.
+    assert not order.receive(ORD, 0, 1, 31, "o1 again", 1)
+    assert not order.receive(ORD, 0, 0, 30, "o0 again", 1)
+    assert order.receive(ORD, 0, 2, 32, "o2", 1)
+    b.ends[(ORD, 0)] = 3
+    assert names(order, 1) == ["o0", "o1", "o2"] and order.held == 0
+
+
+def test_a_partition_the_client_has_not_read_to_its_end_is_waited_for_without_limit() -> None:
+    b = Broker()
+    positions: dict[tuple[str, int], int] = {}
+    order: GroupOrder[str] = GroupOrder(
+        TOPICS, b.end, None, lambda t, p: positions.get((t, p)), max_lag_wait_ms=100
+    )
+    order.assign({(t, 0): 0 for t in TOPICS})
+    b.caught_up(order, 0)
+    order.receive(ORD, 0, 0, 30, "order@30", 0)
+    b.ends[(ORD, 0)] = 1
+    b.ends[(S, 0)] = 50  # a backlog the client has read up to offset 20
+    positions[(S, 0)] = 20
+    assert names(order, 0) == [] and names(order, 60_000) == []  # it is coming
+    assert order.enforced == 0
+    positions[(S, 0)] = 50  # read to the end, nothing arrived: offsets without records
+    assert names(order, 60_050) == []
+    assert names(order, 60_150) == ["order@30"] and order.enforced == 1

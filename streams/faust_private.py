@@ -1,0 +1,50 @@
+"""Every part of Faust the service uses that is not Faust's public API, in one place.
+
+Each has no public equivalent; each is pinned by tests/agents/test_faust_private.py,
+and an untested faust-streaming version logs a warning at import. After upgrading
+faust-streaming or aiokafka, run `make test`.
+
+- `CURRENT_EVENT` (`faust.streams._current_event`): Faust's table takes the partition
+  of a write from the record being processed; the commit step writes outside any
+  record (streams/table_writes.py).
+- `aiokafka_producer(app)` (`app.producer._producer`): Faust's aiokafka producer, for
+  `send_batch` of whole record batches (streams/record_batches.py) and its client's
+  metadata (streams/web.py).
+- `deliver_fetched(consumer, tps)` (`Consumer._buffered_partitions`): Faust's
+  `pause_partitions` stops fetching a partition but also drops the records of it that
+  the fetch being handed over still holds, while the client's position has moved past
+  them; a partition in `_buffered_partitions` (Faust's own flow control for full
+  stream buffers) has those delivered instead. So the memory bound of the order of
+  application (streams/ordering.py) pauses with both, and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any, Final
+
+import faust
+from faust.streams import _current_event
+
+log = logging.getLogger(__name__)
+
+TESTED: Final = ("0.15.",)  # faust-streaming versions these parts were checked against
+if not faust.__version__.startswith(TESTED):
+    log.warning(
+        "faust-streaming %s is untested with profitwatch (tested: %s): run make test",
+        faust.__version__,
+        ", ".join(f"{v}x" for v in TESTED),
+    )
+
+CURRENT_EVENT: Final = _current_event
+
+
+def aiokafka_producer(app: Any) -> Any:
+    """Faust's aiokafka producer (it exists once Faust's producer started)."""
+    return app.producer._producer
+
+
+def deliver_fetched(consumer: Any, tps: Iterable[Any]) -> None:
+    """Have Faust deliver what it already fetched of these (paused) partitions."""
+    consumer._buffered_partitions.update(tps)
