@@ -1,13 +1,14 @@
 """`make bench`: every benchmark in one run, figures printed as a table.
 
-python -m bench [--customers N] [--days D] [--repeat R] [--only engine|e2e]
+python -m bench [--customers N] [--days D] [--repeat R] [--only engine|e2e|live]
                 [--mid-customers N] [--baseline REV]
                 [--e2e-customers N] [--e2e-days D] [--e2e-profile-events N]
 
 `engine` is the profit engine in-process on two streams (`--repeat` runs each, best
 reported; with `--baseline REV` that revision's engine runs on the same streams,
 alternating with this one); `e2e` is the streaming service end to end on the embedded
-broker (bench/e2e.py, one run).
+broker (bench/e2e.py, one run); `live` is event -> alert latency of a paced stream
+into a caught-up worker (bench/live.py; with `--baseline` that revision's worker too).
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def main() -> int:
         metavar="REV",
         help="also run this git revision's engine on the same streams, alternating",
     )
-    p.add_argument("--only", choices=["engine", "e2e"], default=None)
+    p.add_argument("--only", choices=["engine", "e2e", "live"], default=None)
     p.add_argument("--e2e-customers", type=int, default=E2E.customers)
     p.add_argument("--e2e-days", type=int, default=E2E.days, help="50 days: ~200,000 records")
     p.add_argument(
@@ -161,6 +162,9 @@ def main() -> int:
         )
         print()
         print("\n".join(e2e.report(e2e.run(opts))))
+    if args.only in (None, "live"):
+        live_argv = ["--baseline", args.baseline] if args.baseline else []
+        subprocess.run([sys.executable, "-m", "bench.live", *live_argv], check=True)
     return 0
 
 

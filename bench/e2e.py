@@ -44,6 +44,8 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from models.generator import GeneratorConfig, generate_records
+from models.ledger import REF
+from models.replay import Replayer
 from models.settings import Settings, Topics
 from streams.agents import TABLE_NAME
 from streams.broker import EmbeddedBroker
@@ -107,8 +109,11 @@ def env_for(s: Settings) -> dict[str, str]:
 class Proc:
     """A worker subprocess in its own session, always stopped by its pid."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, argv: list[str], env: dict[str, str], log_path: Path, *, cwd: Path | None = None
+    ) -> None:
         self.argv = argv
+        self.cwd = cwd or ROOT  # another revision's tree runs its own code (`-m`)
         self.env = dict(os.environ) | env | {"PYTHONUNBUFFERED": "1"}
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -119,7 +124,7 @@ class Proc:
             self.started_at = time.time()
             self.proc = subprocess.Popen(
                 self.argv,
-                cwd=ROOT,
+                cwd=self.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -168,13 +173,34 @@ def timeout_for(n: int) -> float:
 
 
 def make_records(opts: Options, topics: Topics) -> list[Record]:
-    cfg = GeneratorConfig(customers=opts.customers, days=opts.days, seed=opts.seed)
     names = dict(zip(Topics().input_kinds(), topics.input_kinds(), strict=True))
     out: list[Record] = []
-    for rec in generate_records(cfg):
+    for rec in generate_records(_config(opts)):
         topic, key, value, headers = to_kafka(rec)
         out.append((names[topic], key, value, headers))
     return out
+
+
+def _config(opts: Options) -> GeneratorConfig:
+    return GeneratorConfig(customers=opts.customers, days=opts.days, seed=opts.seed)
+
+
+def replayed_alerts(opts: Options, settings: Settings) -> tuple[dict[str, list[str]], set[str]]:
+    """Replay of the same records (every one on the broker before the worker starts):
+    each customer's alert ids in order, and the customers that receive credits."""
+    names = dict(zip(Topics().input_kinds(), settings.topics.input_kinds(), strict=True))
+    lines = [
+        json.dumps(rec | {"topic": names[rec["topic"]]}, default=str).encode()
+        for rec in generate_records(_config(opts))
+    ]
+    r = Replayer(settings)
+    alerts: dict[str, list[str]] = {}
+    for _, outputs in r.replay_lines(lines):
+        for o in outputs:
+            if o.topic == settings.topics.alerts:
+                alerts.setdefault(o.value["customer_id"], []).append(o.value["alert_id"])
+    credited = {c for c, st in r.states.items() if st.lifetime[REF] != 0}
+    return alerts, credited
 
 
 # ---- 1. produce, 2. raw consume -----------------------------------------------------------
@@ -384,6 +410,9 @@ async def run_service(
         "until_all_out_s": round(out_last - first, 2),
         "events_per_s_all_out": rate(n, out_last - first),
         "start_to_first_s": round(first - worker.started_at, 1),
+        "peak_held": p.get("peak_held"),
+        "peak_rss_mib": p.get("peak_rss_mib"),
+        "alert_ids": await read_alert_ids(bs, t.alerts, settings.partitions),
         "outputs": {
             "changelog": len(stamps.get(changelog, [])),
             "snapshots": len(stamps.get(t.snapshots, [])),
@@ -391,6 +420,47 @@ async def run_service(
             "alerts": len(stamps.get(t.alerts, [])),
             "internal": len(stamps.get(t.internal, [])),
         },
+    }
+
+
+async def read_alert_ids(bootstrap: str, topic: str, partitions: int) -> dict[str, list[str]]:
+    """Each customer's alert ids in the order the alerts topic has them, each once."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+    )
+    await consumer.start()
+    out: dict[str, list[str]] = {}
+    try:
+        tps = partitions_of([topic], partitions)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < 2.0:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for recs in batch.values():
+                for rec in recs:
+                    alert = json.loads(rec.value)
+                    ids = out.setdefault(alert["customer_id"], [])
+                    if alert["alert_id"] not in ids:
+                        ids.append(alert["alert_id"])
+                    idle_since = time.monotonic()
+    finally:
+        await consumer.stop()
+    return out
+
+
+def compare_alerts(
+    service: dict[str, list[str]], replay: dict[str, list[str]], credited: set[str]
+) -> dict[str, Any]:
+    compared = sorted((set(service) | set(replay)) - credited)
+    equal = sum(service.get(c, []) == replay.get(c, []) for c in compared)
+    return {
+        "service_alerts": sum(len(v) for v in service.values()),
+        "replay_alerts": sum(len(v) for v in replay.values()),
+        "service_alerts_uncredited": sum(len(service.get(c, [])) for c in compared),
+        "replay_alerts_uncredited": sum(len(replay.get(c, [])) for c in compared),
+        "customers_compared": len(compared),
+        "customers_equal": equal,
     }
 
 
@@ -517,7 +587,7 @@ def profile_summary(path: Path, events: int, top: int = 15) -> dict[str, Any]:
     in_processor = sum(
         v[3]
         for (file, _, func), v in stats.items()
-        if file.endswith("streams/processor.py") and func in ("on_input", "on_internal")
+        if file.endswith("streams/processor.py") and func in ("apply_input", "on_internal")
     )
 
     def rows(index: int) -> list[str]:
@@ -570,6 +640,8 @@ def run(opts: Options) -> dict[str, Any]:
             settings("stream"), result["records"], workdir, opts, table=False
         )
         result["service"] = asyncio.run(run_service(base, ends, workdir, opts))
+        replay, credited = replayed_alerts(opts, base)
+        result["alerts"] = compare_alerts(result["service"].pop("alert_ids"), replay, credited)
         # the profiled window must end inside the stream
         window = min(opts.profile_events, result["records"] - opts.profile_skip - 1)
         if window > 0:
@@ -620,6 +692,16 @@ def report(r: dict[str, Any]) -> list[str]:
         + ", ".join(f"{k} {n}" for k, n in svc["outputs"].items()),
         f"  start to first record              bare {bare['start_to_first_s']} s, "
         f"service {svc['start_to_first_s']} s",
+        f"  service: peak records held         {svc['peak_held']} (order of application)",
+        f"  service: peak RSS                  {svc['peak_rss_mib']} MiB",
+    ]
+    a = r["alerts"]
+    lines += [
+        f"  alerts, service / replay           {a['service_alerts']} / {a['replay_alerts']} "
+        f"(distinct alert ids; referrers' credits arrive when they arrive)",
+        f"  ... customers without credits      {a['service_alerts_uncredited']} / "
+        f"{a['replay_alerts_uncredited']}; alert sequences equal for "
+        f"{a['customers_equal']} of {a['customers_compared']} customers",
     ]
     if not all(r[k]["complete"] for k in ("service", "bare", "stream")):
         lines.append("  WARNING: a run stopped before all records were processed (see above)")
@@ -635,7 +717,7 @@ def report(r: dict[str, Any]) -> list[str]:
     if prof:
         lines.append(
             f"\nprofile of the service: input records {prof['events']} (cProfile on, "
-            f"{prof['profiled_s']} s profiled); inside Processor.on_input/on_internal: "
+            f"{prof['profiled_s']} s profiled); inside Processor.apply_input/on_internal: "
             f"{prof['in_processor_share']:.0%}"
         )
         lines.append(

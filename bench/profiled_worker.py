@@ -2,7 +2,7 @@
 
     python -m bench.profiled_worker OUT.prof SKIP COUNT worker [worker options…]
 
-Wraps `Processor.on_input` (from here: streams/ is untouched) to switch the profiler
+Wraps `Processor.apply_input` (from here: streams/ is untouched) to switch the profiler
 on at input record SKIP + 1 and off after COUNT more, then writes OUT.prof. Only the
 steady state is profiled: no imports, no group join, no shutdown. Everything in the
 main thread is seen: Faust's stream loop, aiokafka, the model and rocksdb calls.
@@ -22,10 +22,10 @@ from streams.processor import Processor
 
 def install(out: Path, skip: int, count: int) -> None:
     prof = cProfile.Profile()
-    original = Processor.on_input
+    original = Processor.apply_input
     seen = 0
 
-    def on_input(self: Processor, *args: Any) -> None:
+    def apply_input(self: Processor, *args: Any) -> None:
         nonlocal seen
         seen += 1
         if seen == skip + 1:
@@ -37,7 +37,7 @@ def install(out: Path, skip: int, count: int) -> None:
             os.replace(tmp, out)
         original(self, *args)
 
-    setattr(Processor, "on_input", on_input)  # noqa: B010 (mypy: no method assignment)
+    setattr(Processor, "apply_input", apply_input)  # noqa: B010 (mypy: no method assignment)
 
 
 if __name__ == "__main__":
