@@ -139,8 +139,9 @@ class GroupOrder(Generic[T]):
     ) -> bool:
         """A record of an input topic-partition, in offset order (`at_us` None when
         it is rejected: it goes as soon as it heads its queue). False, and nothing
-        queued, for an offset received before (a consumer that reads a partition
-        again after a seek delivers what it delivered before)."""
+        queued, for an offset received before: Faust seeks back to the committed
+        offsets when it finds its flow stopped, and delivers again what this worker
+        may still hold unacked; queued twice, a record would overtake itself."""
         nxt = self.next_offset.get((topic, partition))
         if nxt is not None and offset < nxt:
             return False
@@ -230,14 +231,8 @@ class GroupOrder(Generic[T]):
                 for topic in self.topics:
                     if g.merge.held(topic) and (topic, p) not in self.paused:
                         pause.add((topic, p))
-        if self.held < self.max_held // 2:
-            resume = set(self.paused)
-        else:
-            resume = (
-                {(t, p) for t, p in self.paused if not self.groups[p].merge.held(t)}
-                if self.paused
-                else set()
-            )
+        below_half = self.held < self.max_held // 2
+        resume = {(t, p) for t, p in self.paused if below_half or not self.groups[p].merge.held(t)}
         self.paused |= pause
         self.paused -= resume
         self.pauses += len(pause)

@@ -49,16 +49,15 @@ class OrderedInput:
         self.processor = processor
         self.acks = acks
         self.metrics = metrics
-        self.inputs = tuple(settings.topics.input_kinds())
-        self._inputs = frozenset(self.inputs)
+        self.inputs = frozenset(settings.topics.input_kinds())
         # The next offset past the last record of each input partition that entered
         # Faust (its Conductor, before the agent's queue): a sensor sees every one.
         self.fetched: dict[tuple[str, int], int] = {}
-        app.sensors.add(_Fetched(self.fetched, self._inputs))
+        app.sensors.add(_Fetched(self.fetched, self.inputs))
         # The client's position of the partitions a group waits on, asked at each tick.
         self.positions: dict[tuple[str, int], int] = {}
         self.order: GroupOrder[Any] = GroupOrder(
-            self.inputs,
+            tuple(settings.topics.input_kinds()),  # in section 2's order: ties go by it
             self._end_offset,
             self._fetched,
             self._position,
@@ -87,7 +86,7 @@ class OrderedInput:
         """An input event from the agent (manual acks): queue it, apply what may go."""
         m = event.message
         decoded = self.processor.decode_input(m.topic, event.value)
-        if m.topic not in self._inputs:  # on no queue (rejected by the decoder): at once
+        if m.topic not in self.inputs:  # on no queue (rejected by the decoder): at once
             self.processor.apply_input(
                 m.topic, m.partition, m.offset, event.key, event.value, decoded
             )
@@ -142,7 +141,7 @@ class OrderedInput:
     async def on_assigned(self, assigned: Iterable[TP]) -> None:
         """Faust pauses new partitions until their tables are recovered, so nothing is
         fetched yet: each position is where this worker's records of it start."""
-        tps = [tp for tp in assigned if tp.topic in self._inputs]
+        tps = [tp for tp in assigned if tp.topic in self.inputs]
         # Asked all at once: one at a time took 18-144 ms for 20 partitions here.
         found = await asyncio.gather(
             *(self.app.consumer.position(tp) for tp in tps), return_exceptions=True

@@ -96,6 +96,13 @@ def check_equal(bootstrap: str, settings: Settings, exp: Expected) -> int:
     assert Counter(letters.values()) == Counter(exp.r.rejections)
     got = alerts_per_customer(bootstrap, settings)
     compared = exp.uncredited()
+    # The service agrees on who received no credits, and alerted no one else that
+    # replay leaves out: the compared set is every such customer on both sides.
+    service_uncredited = sorted(
+        c for c, snap in snaps.items() if snap["lifetime"]["referral_value"] == "0.00"
+    )
+    assert service_uncredited == compared
+    assert set(got) - {c for c in want if c not in compared} <= set(compared)
     for cid in compared:
         assert [(a["kind"], a["alert_id"], a["as_of"]) for a in got.get(cid, [])] == [
             (a["kind"], a["alert_id"], a["as_of"]) for a in exp.alerts.get(cid, [])
@@ -142,7 +149,7 @@ def test_backfill_gives_replays_alerts_for_every_customer(
     workers.append(worker)
     worker.start(web=True)
     compared = check_equal(kafka_bootstrap, settings, exp)
-    assert compared == len(exp.uncredited()) >= 30
+    assert compared >= 30
     print(f"alerts compared in order for all {compared} customers without credits")
     assert metric(port, "profitwatch_held_records") == 0
     assert metric(port, "profitwatch_order_enforced_total") == 0
@@ -191,8 +198,7 @@ def test_catch_up_after_sigterm_and_after_kill_9_with_records_held(
 
     # 3. The last third; a third worker picks up from the committed offsets.
     backlog_then_worker(thirds[2])
-    compared = check_equal(kafka_bootstrap, settings, exp)
-    assert compared == len(exp.uncredited()) >= 30
+    assert check_equal(kafka_bootstrap, settings, exp) >= 30
 
 
 @pytest.mark.timeout(420)
@@ -223,8 +229,7 @@ def test_live_records_in_event_time_order_give_replays_alerts(
     while any(queues):
         live += [q.pop() for q in queues if q]
     send_all(kafka_bootstrap, paced(live, gap_s=0.06), pace_s=0.001)
-    compared = check_equal(kafka_bootstrap, settings, exp)
-    assert compared == len(exp.uncredited()) >= 8
+    assert check_equal(kafka_bootstrap, settings, exp) >= 8
 
 
 def _lines(records: list[dict[str, Any]]) -> list[bytes]:

@@ -271,14 +271,14 @@ def test_records_in_transit_are_waited_for_without_limit() -> None:
     assert names(order, 20_150) == ["order@50"] and order.enforced == 1
 
 
-def test_a_partition_read_again_after_a_resume_queues_nothing_twice() -> None:
+def test_a_partition_read_again_from_the_committed_offset_queues_nothing_twice() -> None:
     b = Broker()
     order = make(b)
     b.caught_up(order, 0)
     assert order.receive(ORD, 0, 0, 30, "o0", 0)
     assert order.receive(ORD, 0, 1, 31, "o1", 0)
-    assert order.next_offset[(ORD, 0)] == 2  # where a seek after a resume reads from
-    # What the consumer still had in flight arrives again after the seek.
+    assert order.next_offset[(ORD, 0)] == 2
+    # Faust seeks back to the committed offset (0) and delivers them again.
     assert not order.receive(ORD, 0, 1, 31, "o1 again", 1)
     assert not order.receive(ORD, 0, 0, 30, "o0 again", 1)
     assert order.receive(ORD, 0, 2, 32, "o2", 1)
