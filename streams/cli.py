@@ -11,7 +11,9 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 
+from models.errors import ProfitwatchError
 from models.settings import Settings, load_settings
 
 
@@ -70,13 +72,17 @@ def cmd_worker(args: argparse.Namespace, faust_args: list[str]) -> int:
     import logging
 
     from streams.agents import Service, worker_argv
+    from streams.reachability import wait_until_reachable
     from streams.topics import ensure_topics
 
     settings = _settings(args)
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
     )
-    ensure_topics(settings)
+    wait_until_reachable(
+        settings.kafka_bootstrap_servers, give_up_after_s=settings.broker_wait_seconds
+    )
+    ensure_topics(settings)  # refuses a co-partitioned topic of another partition count
     service = Service(settings)
     sys.argv = ["profitwatch worker", *worker_argv(faust_args)]
     service.app.main()  # runs until stopped; exits the process itself
@@ -84,9 +90,10 @@ def cmd_worker(args: argparse.Namespace, faust_args: list[str]) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from streams.broker import run_foreground
+    from streams.broker import BrokerKind, run_foreground
 
-    return run_foreground(args.host, args.port)
+    kind: BrokerKind = args.kind
+    return run_foreground(args.host, args.port, kind, args.data_dir)
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
@@ -222,9 +229,24 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--config", help="TOML settings file")
     w.set_defaults(func=cmd_worker)
 
-    b = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (tansu)")
+    b = sub.add_parser(
+        "broker",
+        help="run a local broker: tansu (embedded, memory only) or Apache Kafka (Java 17)",
+    )
+    b.add_argument(
+        "--kind",
+        choices=["tansu", "kafka"],
+        default="tansu",
+        help="tansu (default, no Java) or Apache Kafka in KRaft mode from Maven Central",
+    )
     b.add_argument("--host", default="127.0.0.1")
-    b.add_argument("--port", type=int, default=9092)
+    b.add_argument("--port", type=int, default=9092, help="0 picks a free port")
+    b.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="kafka only: keep the logs here across restarts (default: a temp dir)",
+    )
     b.set_defaults(func=cmd_broker)
 
     pr = sub.add_parser("produce", help="send replay-format records to Kafka (backfills)")
@@ -267,6 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except BrokenPipeError:  # `profitwatch replay … | head` is fine
         return 0
+    except ProfitwatchError as exc:  # a known failure: its message, not a traceback
+        print(f"profitwatch {args.command}: {exc}", file=sys.stderr, flush=True)
+        return 2
 
 
 if __name__ == "__main__":
