@@ -1,12 +1,17 @@
 """Shared fixtures: one Kafka broker for the whole test session (as Quix Streams' tests do).
 
-Which broker, in order:
+Which broker, in order (the session's header says which one it runs on):
 
 1. ``KAFKA_BOOTSTRAP_SERVERS`` set: that external broker, untouched (nothing is stopped).
 2. A Docker engine answers: a testcontainers Kafka (the module's Confluent image in KRaft
    mode; ``KafkaContainer``'s start script is Confluent-specific, ``apache/kafka`` images
    do not boot under it).
-3. Otherwise: an embedded tansu broker (``streams.broker.EmbeddedBroker``) on a free port.
+3. Java >= 17 and Maven (or the jars already cached): Apache Kafka from Maven Central
+   (``streams.apache_kafka.ApacheKafkaBroker``) on a free port.
+4. Otherwise: an embedded tansu broker (``streams.broker.EmbeddedBroker``) on a free port.
+
+``tansu_bootstrap`` is a tansu broker whatever the session's broker is, for the test that
+keeps the demo's broker honest.
 
 Tests share the broker, so they use ``unique`` in their topic and group names (as Faust's
 own integration tests do) instead of cleaning up.
@@ -19,33 +24,18 @@ import os
 import uuid
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 
+from streams.apache_kafka import ApacheKafkaBroker, kafka_available
 from streams.broker import EmbeddedBroker
-
-BrokerKind = Literal["external", "testcontainers", "tansu"]
-
-
-@dataclass(frozen=True)
-class KafkaUnderTest:
-    kind: BrokerKind
-    bootstrap: str
+from tests.brokers import BrokerKind, KafkaUnderTest, describe, planned_broker
 
 
-def _docker_answers(timeout: float = 2.0) -> bool:
-    try:
-        import docker
-
-        client = docker.from_env(timeout=timeout)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:
-        return False
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"broker: {describe(planned_broker())}"
 
 
 def _kafka_container() -> Any:
@@ -56,35 +46,48 @@ def _kafka_container() -> Any:
     return KafkaContainer().with_kraft()
 
 
+def _own_broker(kind: Literal["kafka", "tansu"]) -> Iterator[KafkaUnderTest]:
+    if kind == "kafka":
+        kafka = ApacheKafkaBroker().start()
+        try:
+            yield KafkaUnderTest("kafka", kafka.bootstrap, kafka.log_dir)
+        finally:
+            kafka.stop()
+        return
+    tansu = EmbeddedBroker().start()
+    try:
+        yield KafkaUnderTest("tansu", tansu.bootstrap)
+    finally:
+        tansu.stop()
+
+
 @pytest.fixture(scope="session")
 def _kafka() -> Iterator[KafkaUnderTest]:
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
-    if external:
-        yield KafkaUnderTest("external", external)
+    kind = planned_broker()
+    if kind == "external":
+        yield KafkaUnderTest("external", os.environ["KAFKA_BOOTSTRAP_SERVERS"].strip())
         return
-    if _docker_answers():
+    if kind == "testcontainers":
         container = _kafka_container()
         try:
             container.start(timeout=120)
         except Exception as exc:
+            fallback: Literal["kafka", "tansu"] = "kafka" if kafka_available() else "tansu"
             warnings.warn(
                 f"Docker answers but the Kafka container did not start ({exc!r}); "
-                "using the embedded tansu broker",
+                f"using {describe(fallback)}",
                 stacklevel=1,
             )
             with contextlib.suppress(Exception):
                 container.stop()
-        else:
-            try:
-                yield KafkaUnderTest("testcontainers", container.get_bootstrap_server())
-            finally:
-                container.stop()
+            yield from _own_broker(fallback)
             return
-    broker = EmbeddedBroker().start()
-    try:
-        yield KafkaUnderTest("tansu", broker.bootstrap)
-    finally:
-        broker.stop()
+        try:
+            yield KafkaUnderTest("testcontainers", container.get_bootstrap_server())
+        finally:
+            container.stop()
+        return
+    yield from _own_broker(kind)
 
 
 @pytest.fixture(scope="session")
@@ -95,8 +98,23 @@ def kafka_bootstrap(_kafka: KafkaUnderTest) -> str:
 
 @pytest.fixture(scope="session")
 def broker_kind(_kafka: KafkaUnderTest) -> BrokerKind:
-    """``"external"``, ``"testcontainers"`` or ``"tansu"``: which broker the session uses."""
+    """Which broker the session uses: external, testcontainers, kafka (ours) or tansu."""
     return _kafka.kind
+
+
+@pytest.fixture(scope="session")
+def kafka_log_dir(_kafka: KafkaUnderTest) -> Path | None:
+    """The session broker's log dir when this session started it (Apache Kafka)."""
+    return _kafka.log_dir
+
+
+@pytest.fixture(scope="session")
+def tansu_bootstrap(_kafka: KafkaUnderTest) -> Iterator[str]:
+    """A tansu broker: the session's own when it is tansu, else one started for this."""
+    if _kafka.kind == "tansu":
+        yield _kafka.bootstrap
+        return
+    yield from (k.bootstrap for k in _own_broker("tansu"))
 
 
 @pytest.fixture

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
@@ -177,3 +179,26 @@ def read_topic(
     return asyncio.run(
         aread_topic(bootstrap, topic, expected=expected, idle_s=idle_s, timeout_s=timeout_s)
     )
+
+
+def segment_batches(log_dir: Path, topic: str) -> dict[int, list[int]]:
+    """Records per record batch, in offset order, per partition of ``topic``, read from
+    the segment files of a broker whose log dir we have (Apache Kafka's on-disk format:
+    each batch starts with baseOffset int64, batchLength int32, and its lastOffsetDelta
+    int32 is at byte 23)."""
+    out: dict[int, list[int]] = {}
+    for part_dir in sorted(log_dir.glob(f"{topic}-*")):
+        partition = part_dir.name.rsplit("-", 1)[1]
+        if not partition.isdigit():
+            continue
+        sizes: list[int] = []
+        for segment in sorted(part_dir.glob("*.log")):
+            data = segment.read_bytes()
+            pos = 0
+            while pos + 27 <= len(data):
+                (length,) = struct.unpack_from(">i", data, pos + 8)
+                (last_delta,) = struct.unpack_from(">i", data, pos + 23)
+                sizes.append(last_delta + 1)
+                pos += 12 + length
+        out[int(partition)] = sizes
+    return out

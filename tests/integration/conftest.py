@@ -12,12 +12,11 @@ from models.settings import Settings
 from streams.topics import ensure_topics
 from tests.integration.worker import WorkerProcess, service_env, settings_from
 
+Service = tuple[dict[str, str], Settings, list[WorkerProcess]]
 
-@pytest.fixture
-def service(
-    kafka_bootstrap: str, broker_kind: str, unique: str, tmp_path: Path
-) -> Iterator[tuple[dict[str, str], Settings, list[WorkerProcess]]]:
-    env = service_env(kafka_bootstrap, broker_kind, unique, tmp_path / "data")
+
+def _service(bootstrap: str, broker_kind: str, unique: str, data_dir: Path) -> Iterator[Service]:
+    env = service_env(bootstrap, broker_kind, unique, data_dir)
     settings = settings_from(env)
     ensure_topics(settings)
     workers: list[WorkerProcess] = []
@@ -29,3 +28,17 @@ def service(
         for w in workers:
             if w.proc is not None:
                 assert w.proc.poll() is not None, "worker left running"
+
+
+@pytest.fixture
+def service(
+    kafka_bootstrap: str, broker_kind: str, unique: str, tmp_path: Path
+) -> Iterator[Service]:
+    """A service on the session's broker."""
+    yield from _service(kafka_bootstrap, broker_kind, unique, tmp_path / "data")
+
+
+@pytest.fixture
+def tansu_service(tansu_bootstrap: str, unique: str, tmp_path: Path) -> Iterator[Service]:
+    """A service on tansu, the demo's broker, whatever the session's broker is."""
+    yield from _service(tansu_bootstrap, "tansu", unique, tmp_path / "data")

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
+from streams.apache_kafka import kafka_available
 from streams.broker import BrokerError, EmbeddedBroker, free_port
+from tests.brokers import docker_answers
 from tests.kafka_helpers import create_topics, produce, read_topic
 
 pytestmark = pytest.mark.timeout(60)
@@ -248,6 +250,10 @@ def test_read_topic_waits_for_a_topic_that_does_not_exist_yet(
 def test_broker_kind_matches_the_environment(broker_kind: str, kafka_bootstrap: str) -> None:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip():
         assert broker_kind == "external"
+    elif docker_answers():
+        assert broker_kind == "testcontainers"
+    elif kafka_available():  # Java >= 17 and Maven, as on this project's machines
+        assert broker_kind == "kafka"
     else:
-        assert broker_kind in ("testcontainers", "tansu")
+        assert broker_kind == "tansu"
     assert _cluster(kafka_bootstrap)["brokers"]

@@ -51,28 +51,41 @@ class WorkerProcess:
         """Start and wait for Faust's Ready line; returns seconds to ready. With `web`
         the worker serves its web routes on PROFITWATCH_WEB_PORT of its env."""
         started = time.monotonic()
+        offset = self.spawn(web=web)
+        self.wait_ready(offset, started + timeout_s)
+        return time.monotonic() - started
+
+    def spawn(self, *, web: bool = False) -> int:
+        """Start the process; returns where its output starts in the log."""
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "-l", "info"]
-            + ([] if web else ["--without-web"]),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            start_new_session=True,
-        )
-        log.close()
-        while time.monotonic() - started < timeout_s:
-            text = self.log_path.read_bytes()[offset:].decode("utf-8", "replace")
-            if READY in text:
-                return time.monotonic() - started
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker", "-l", "info"]
+                + ([] if web else ["--without-web"]),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+            )
+        return offset
+
+    def output(self, offset: int = 0) -> str:
+        return self.log_path.read_bytes()[offset:].decode("utf-8", "replace")
+
+    def wait_ready(self, offset: int, deadline: float) -> None:
+        """Until the Ready line after ``offset``; stops the worker and raises if it exits
+        or the deadline (a `time.monotonic()` value) passes first."""
+        assert self.proc is not None
+        while time.monotonic() < deadline:
+            if READY in self.output(offset):
+                return
             if self.proc.poll() is not None:
                 break
             time.sleep(0.1)
         tail = self.log_path.read_bytes()[-3000:].decode("utf-8", "replace")
         self.stop()
-        raise RuntimeError(f"worker not ready within {timeout_s}s:\n{tail}")
+        raise RuntimeError(f"worker not ready in time:\n{tail}")
 
     @property
     def pid(self) -> int | None:
