@@ -132,11 +132,25 @@ class Settings(BaseSettings):
     # "kafka" for a real cluster; "tansu" for the embedded broker, whose quirks need
     # other client settings (see streams/app.py).
     broker_kind: Literal["kafka", "tansu"] = "kafka"
+    # At start-up a worker retries an unreachable broker, saying so each time; after
+    # this many seconds it gives up and exits (0: it never gives up).
+    broker_wait_seconds: float = Field(default=0.0, ge=0)
     app_id: str = "profitwatch"
     partitions: int = Field(default=4, ge=1)  # every topic the service reads: co-partitioned
     # Input records held for their turn (section 9) per worker; beyond it the
     # topic-partitions that are ahead are paused until the held records drain.
     max_held_records: int = Field(default=20_000, ge=1)
+    # The consumer group's session: a worker that dies unannounced (kill -9, a lost
+    # host) is replaced after at most this long. 10 s is the Java client's old default
+    # and inside every broker's default bounds (group.min.session.timeout.ms = 6 s,
+    # group.max.session.timeout.ms = 30 min); heartbeats at a third of it or less.
+    session_timeout_seconds: float = Field(default=10.0, gt=0)
+    heartbeat_interval_seconds: float = Field(default=1.0, gt=0)
+    # How long a fetch may wait on the broker for data. Kafka answers a connection's
+    # requests in order, so every offset lookup (table recovery at start-up, the order
+    # of application's end offsets) waits behind a parked fetch: Faust's 1.5 s made a
+    # start on Kafka take 3 s longer. Idle, 100 ms is ten small requests a second.
+    fetch_max_wait_ms: int = Field(default=100, ge=0, le=60_000)
     replication_factor: int = Field(default=1, ge=1)
     data_dir: Path = Path("data")
     store: str = "rocksdb://"  # "memory://" for tests

@@ -11,6 +11,7 @@ from typing import Any
 import faust
 
 from models.settings import Settings
+from streams.faust_private import new_transport
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,14 @@ def app_config(settings: Settings) -> dict[str, Any]:
         # Records held for their turn (section 9) are unacked by design: Faust must not
         # wait for them on a rebalance or at shutdown (the revoke handler drops them).
         "stream_wait_empty": False,
+        "broker_session_timeout": settings.session_timeout_seconds,
+        "broker_heartbeat_interval": settings.heartbeat_interval_seconds,
     }
     if settings.broker_kind == "tansu":
         conf.update(
-            # tansu holds a JoinGroup for half the session timeout: Faust's default
-            # (60 s) would cost 30 s per start and per rebalance. Real Kafka refuses
-            # sessions below group.min.session.timeout.ms (6 s), so only here.
+            # tansu holds a JoinGroup for half the session timeout: 10 s would cost
+            # 5 s per start and per rebalance. Real Kafka refuses sessions below
+            # group.min.session.timeout.ms (6 s), so only here.
             broker_session_timeout=4.0,
             broker_heartbeat_interval=1.0,
             # tansu answers ListOffsets "latest" with the base offset of the last batch
@@ -59,9 +62,14 @@ class App(faust.App):
     """`faust.App` with work to finish before Faust stops its consumer at shutdown
     (`App.on_stop`, a documented override): the service acknowledges what it has
     applied and delivered, so the consumer's last commit covers it and a restart
-    does not read it again."""
+    does not read it again. Its consumer's fetches wait at most `fetch_max_wait_ms`
+    on the broker (Faust fixes 1.5 s; see streams/faust_private.py)."""
 
     before_stop: Callable[[], Awaitable[object]] | None = None
+    fetch_max_wait_ms: int | None = None
+
+    def _new_transport(self) -> Any:
+        return new_transport(self, self.fetch_max_wait_ms)
 
     async def on_stop(self) -> None:
         if self.before_stop is not None:
@@ -74,4 +82,6 @@ class App(faust.App):
 
 def create_app(settings: Settings, **overrides: Any) -> App:
     conf = app_config(settings) | overrides
-    return App(settings.app_id, **conf)
+    app = App(settings.app_id, **conf)
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    return app

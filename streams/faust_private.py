@@ -16,6 +16,12 @@ faust-streaming or aiokafka, run `make test`.
   them; a partition in `_buffered_partitions` (Faust's own flow control for full
   stream buffers) has those delivered instead. So the memory bound of the order of
   application (streams/ordering.py) pauses with both, and nothing is lost.
+- `new_transport(app, fetch_max_wait_ms)` (`App._new_transport`, the aiokafka driver's
+  `Consumer._new_consumer_thread` and `AIOKafkaConsumerThread._create_worker_consumer`,
+  aiokafka's `AIOKafkaConsumer._fetch_max_wait_ms`): Faust builds its consumer with
+  `fetch_max_wait_ms=1500` and no setting for it. Kafka answers a connection's
+  requests in order, so each offset lookup waits behind the parked fetch; the value
+  is replaced before the consumer starts (aiokafka reads it in `start()`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any, Final
 
 import faust
 from faust.streams import _current_event
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 log = logging.getLogger(__name__)
 
@@ -48,3 +55,29 @@ def aiokafka_producer(app: Any) -> Any:
 def deliver_fetched(consumer: Any, tps: Iterable[Any]) -> None:
     """Have Faust deliver what it already fetched of these (paused) partitions."""
     consumer._buffered_partitions.update(tps)
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
+        if wait_ms is not None:
+            consumer._fetch_max_wait_ms = wait_ms
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> Any:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
+def new_transport(app: Any, fetch_max_wait_ms: int | None) -> Any:
+    """Faust's aiokafka transport for the app's consumer, its fetches waiting at most
+    ``fetch_max_wait_ms`` on the broker (Faust's own when None)."""
+    if fetch_max_wait_ms is None:
+        return faust.App._new_transport(app)
+    return _Transport(app.conf.broker_consumer, app, loop=app.loop)

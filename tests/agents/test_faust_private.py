@@ -9,6 +9,7 @@ from pathlib import Path
 
 import faust
 from faust.transport.consumer import Consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from models.settings import Settings
 from streams import faust_private
@@ -54,3 +55,17 @@ def test_fausts_producer_keeps_its_aiokafka_producer_as_producer(tmp_path: Path)
     app = create_app(Settings(data_dir=tmp_path, store="memory://"))
     assert "_producer" in vars(app.producer) or hasattr(type(app.producer), "_producer")
     assert faust_private.aiokafka_producer(app) is app.producer._producer
+
+
+async def test_the_consumer_fetches_wait_as_long_as_the_settings_say(tmp_path: Path) -> None:
+    """Faust fixes `fetch_max_wait_ms=1500`; the app's transport builds the same
+    aiokafka consumer with the settings' value, which aiokafka hands its fetcher."""
+    app = create_app(Settings(data_dir=tmp_path, store="memory://", fetch_max_wait_ms=123))
+    thread = app.consumer._thread
+    assert isinstance(thread, faust_private._ConsumerThread)
+    consumer = thread._create_worker_consumer(app.transport)
+    assert consumer._fetch_max_wait_ms == 123
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(type(consumer).start)
+    # Faust's own builder still passes 1500, so without ours the wait would be Faust's.
+    source = inspect.getsource(faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer)
+    assert "fetch_max_wait_ms=1500" in source
