@@ -1,13 +1,16 @@
 """`make bench`: every benchmark in one run, figures printed as a table.
 
-python -m bench [--customers N] [--days D] [--repeat R] [--only engine|e2e|live]
+python -m bench [--customers N] [--days D] [--repeat R] [--only engine|e2e|startup|live]
                 [--mid-customers N] [--baseline REV]
                 [--e2e-customers N] [--e2e-days D] [--e2e-profile-events N]
+                [--e2e-brokers tansu,kafka]
 
 `engine` is the profit engine in-process on two streams (`--repeat` runs each, best
 reported; with `--baseline REV` that revision's engine runs on the same streams,
-alternating with this one); `e2e` is the streaming service end to end on the embedded
-broker (bench/e2e.py, one run); `live` is event -> alert latency of a paced stream
+alternating with this one); `e2e` is the streaming service end to end, one run on each
+broker (tansu, then Apache Kafka when Java is here) over the same records, then both
+side by side (bench/e2e.py); `startup` is spawn to Faust's Ready line on each broker
+(bench/startup.py); `live` is event -> alert latency of a paced stream
 into a caught-up worker (bench/live.py; with `--baseline` that revision's worker too).
 """
 
@@ -28,6 +31,8 @@ from pathlib import Path
 from bench import e2e
 from bench.e2e import Options as E2E
 from models.generator import GeneratorConfig, generate_lines
+from streams.apache_kafka import kafka_available
+from streams.broker import BrokerKind
 
 
 def machine() -> str:
@@ -140,8 +145,13 @@ def main() -> int:
         metavar="REV",
         help="also run this git revision's engine on the same streams, alternating",
     )
-    p.add_argument("--only", choices=["engine", "e2e", "live"], default=None)
+    p.add_argument("--only", choices=["engine", "e2e", "startup", "live"], default=None)
     p.add_argument("--e2e-customers", type=int, default=E2E.customers)
+    p.add_argument(
+        "--e2e-brokers",
+        default="tansu,kafka",
+        help="comma-separated: tansu, kafka (Apache Kafka from Maven Central)",
+    )
     p.add_argument("--e2e-days", type=int, default=E2E.days, help="50 days: ~200,000 records")
     p.add_argument(
         "--e2e-profile-events",
@@ -160,10 +170,27 @@ def main() -> int:
             seed=args.seed,
             profile_events=args.e2e_profile_events,
         )
+        known: tuple[BrokerKind, ...] = ("tansu", "kafka")
+        kinds = [k for k in known if k in args.e2e_brokers.split(",")]
+        if "kafka" in kinds and not kafka_available():
+            print("\n(no Java >= 17 and Maven here: the end-to-end run is on tansu only)")
+            kinds.remove("kafka")
+        runs = []
+        for kind in kinds:  # the same records on each; the profile on the last broker only
+            runs.append(e2e.run(opts, kind, profile=kind == kinds[-1]))
+            print()
+            print("\n".join(e2e.report(runs[-1])))
+        if len(runs) > 1:
+            print()
+            print("\n".join(e2e.side_by_side(runs)))
+    if args.only in (None, "startup"):
         print()
-        print("\n".join(e2e.report(e2e.run(opts))))
+        subprocess.run(
+            [sys.executable, "-m", "bench.startup", "--brokers", args.e2e_brokers], check=True
+        )
     if args.only in (None, "live"):
         live_argv = ["--baseline", args.baseline] if args.baseline else []
+        live_argv += ["--brokers", args.e2e_brokers]
         subprocess.run([sys.executable, "-m", "bench.live", *live_argv], check=True)
     return 0
 

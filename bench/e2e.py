@@ -1,5 +1,7 @@
 """End-to-end benchmark (issue: streaming service): a generated stream through one
-`profitwatch worker` on the embedded broker (tansu), next to its ceiling and floor.
+`profitwatch worker` on a broker started for the run (tansu, or Apache Kafka from
+Maven Central), next to its ceiling and floor. `side_by_side` puts the runs of both
+brokers, over the same records, in one table.
 
 1. produce: every record is on the five input topics before any consumer starts;
 2. raw: an aiokafka consumer reads them all (assign + seek to beginning, no group);
@@ -32,7 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -48,7 +50,8 @@ from models.ledger import REF
 from models.replay import Replayer
 from models.settings import Settings, Topics
 from streams.agents import TABLE_NAME
-from streams.broker import EmbeddedBroker
+from streams.apache_kafka import resolve_classpath
+from streams.broker import BrokerKind, make_broker
 from streams.produce import Record, to_kafka
 from streams.topics import ensure_topics
 
@@ -72,7 +75,12 @@ class Options:
 
 
 def run_settings(
-    bootstrap: str, unique: str, role: str, data_dir: Path, partitions: int
+    bootstrap: str,
+    unique: str,
+    role: str,
+    data_dir: Path,
+    partitions: int,
+    broker_kind: BrokerKind = "tansu",
 ) -> Settings:
     """Shared input topics (`<name>-<unique>`); own app id, internal and output topics."""
     base = Topics()
@@ -80,7 +88,7 @@ def run_settings(
     names |= {f: f"{getattr(base, f)}-{unique}-{role}" for f in OWN_TOPICS}
     return Settings(
         kafka_bootstrap_servers=bootstrap,
-        broker_kind="tansu",
+        broker_kind=broker_kind,
         app_id=f"pw-bench-{unique}-{role}",
         data_dir=data_dir,
         store="rocksdb://",
@@ -413,12 +421,16 @@ async def run_service(
         "peak_held": p.get("peak_held"),
         "peak_rss_mib": p.get("peak_rss_mib"),
         "alert_ids": await read_alert_ids(bs, t.alerts, settings.partitions),
+        # records written (end offsets): on Kafka the compacted topics read back fewer
         "outputs": {
-            "changelog": len(stamps.get(changelog, [])),
-            "snapshots": len(stamps.get(t.snapshots, [])),
-            "dlq": len(stamps.get(t.dlq, [])),
-            "alerts": len(stamps.get(t.alerts, [])),
-            "internal": len(stamps.get(t.internal, [])),
+            name: sum(end for tp, end in seen.items() if tp.topic == topic)
+            for name, topic in (
+                ("changelog", changelog),
+                ("snapshots", t.snapshots),
+                ("dlq", t.dlq),
+                ("alerts", t.alerts),
+                ("internal", t.internal),
+            )
         },
     }
 
@@ -610,46 +622,64 @@ def profile_summary(path: Path, events: int, top: int = 15) -> dict[str, Any]:
 # ---- the whole run -----------------------------------------------------------------------
 
 
-def run(opts: Options) -> dict[str, Any]:
+def _run_stages(
+    opts: Options,
+    result: dict[str, Any],
+    settings: Callable[[str], Settings],
+    bs: str,
+    workdir: Path,
+    profile: bool,
+) -> None:
+    base = settings("svc")
+    records = make_records(opts, base.topics)
+    result["records"] = len(records)
+    ensure_topics(base)
+    ends, result["produce"] = asyncio.run(produce(bs, records))
+    del records
+    result["raw"] = asyncio.run(raw_consume(bs, base, result["records"]))
+    result["bare"] = run_bare(settings("bare"), result["records"], workdir, opts)
+    result["stream"] = run_bare(settings("stream"), result["records"], workdir, opts, table=False)
+    result["service"] = asyncio.run(run_service(base, ends, workdir, opts))
+    replay, credited = replayed_alerts(opts, base)
+    result["alerts"] = compare_alerts(result["service"].pop("alert_ids"), replay, credited)
+    # the profiled window must end inside the stream
+    window = min(opts.profile_events, result["records"] - opts.profile_skip - 1)
+    if profile and window > 0:
+        try:
+            prof = replace(opts, profile_events=window)
+            result["profile"] = run_profile(settings("prof"), workdir, prof)
+        except RuntimeError as exc:  # the figures above stand without it
+            result["profile_error"] = str(exc)
+
+
+def run(opts: Options, kind: BrokerKind = "tansu", *, profile: bool = True) -> dict[str, Any]:
+    """One run on a new broker of ``kind``: the same records for the same options."""
     wall = time.perf_counter()
     unique = uuid.uuid4().hex[:8]
     result: dict[str, Any] = {
+        "broker": kind,
         "customers": opts.customers,
         "days": opts.days,
         "partitions": opts.partitions,
     }
-    with (
-        tempfile.TemporaryDirectory(prefix="profitwatch-e2e-") as tmp,
-        EmbeddedBroker() as broker,
-    ):
+    broker = make_broker(kind)
+    if kind == "kafka":
+        resolve_classpath()  # once per machine (Maven): not part of the broker's start
+    with tempfile.TemporaryDirectory(prefix="profitwatch-e2e-") as tmp:
+        started = time.perf_counter()
+        broker.start(timeout=120.0)
+        result["broker_start_s"] = round(time.perf_counter() - started, 1)
+        result["broker_version"] = getattr(broker, "version", None)
         workdir = Path(tmp)
         bs = broker.bootstrap
 
         def settings(role: str) -> Settings:
-            return run_settings(bs, unique, role, workdir / role, opts.partitions)
+            return run_settings(bs, unique, role, workdir / role, opts.partitions, kind)
 
-        base = settings("svc")
-        records = make_records(opts, base.topics)
-        result["records"] = len(records)
-        ensure_topics(base)
-        ends, result["produce"] = asyncio.run(produce(bs, records))
-        del records
-        result["raw"] = asyncio.run(raw_consume(bs, base, result["records"]))
-        result["bare"] = run_bare(settings("bare"), result["records"], workdir, opts)
-        result["stream"] = run_bare(
-            settings("stream"), result["records"], workdir, opts, table=False
-        )
-        result["service"] = asyncio.run(run_service(base, ends, workdir, opts))
-        replay, credited = replayed_alerts(opts, base)
-        result["alerts"] = compare_alerts(result["service"].pop("alert_ids"), replay, credited)
-        # the profiled window must end inside the stream
-        window = min(opts.profile_events, result["records"] - opts.profile_skip - 1)
-        if window > 0:
-            try:
-                prof = replace(opts, profile_events=window)
-                result["profile"] = run_profile(settings("prof"), workdir, prof)
-            except RuntimeError as exc:  # the figures above stand without it
-                result["profile_error"] = str(exc)
+        try:
+            _run_stages(opts, result, settings, bs, workdir, profile)
+        finally:
+            broker.stop()
     svc, bare, raw = (result[k]["events_per_s"] or 0 for k in ("service", "bare", "raw"))
     result["service_vs_bare"] = round(svc / bare, 2) if bare else None
     stream = result["stream"]["events_per_s"] or 0
@@ -662,7 +692,7 @@ def run(opts: Options) -> dict[str, Any]:
 
 def report(r: dict[str, Any]) -> list[str]:
     lines = [
-        f"end to end on tansu: {r['records']} records, {r['customers']} customers, "
+        f"end to end on {_broker_name(r)}: {r['records']} records, {r['customers']} customers, "
         f"{r['days']} days, {r['partitions']} partitions, one worker (whole run {r['total_s']} s)",
         f"  {'stage':<34} {'events/s':>9} {'records':>8} {'seconds':>8}",
     ]
@@ -728,4 +758,49 @@ def report(r: dict[str, Any]) -> list[str]:
         lines += ["    " + row for row in prof["top_cumulative"]]
         lines.append("  top by self time:")
         lines += ["    " + row for row in prof["top_self"]]
+    return lines
+
+
+def _broker_name(r: dict[str, Any]) -> str:
+    if r["broker"] == "kafka":
+        return f"Apache Kafka {r.get('broker_version') or ''}".strip()
+    return "tansu"
+
+
+def side_by_side(runs: list[dict[str, Any]]) -> list[str]:
+    """The runs of each broker over the same records, one column each."""
+    names = [_broker_name(r) for r in runs]
+    width = max(14, *(len(n) for n in names))
+    head = runs[0]
+    lines = [
+        f"end to end, side by side: {head['records']} records, {head['customers']} customers, "
+        f"{head['partitions']} partitions, one worker",
+        f"  {'events/s':<34} " + " ".join(f"{n:>{width}}" for n in names),
+    ]
+
+    def row(label: str, cells: list[Any]) -> None:
+        lines.append(
+            f"  {label:<34} " + " ".join(f"{c if c is not None else '-':>{width}}" for c in cells)
+        )
+
+    for key, label in (
+        ("produce", "produce (aiokafka, acks=1)"),
+        ("raw", "raw consume (aiokafka, no group)"),
+        ("stream", "Faust stream alone (no table)"),
+        ("bare", "bare Faust counter (rocksdb)"),
+        ("service", "full service (profitwatch worker)"),
+    ):
+        row(label, [r[key]["events_per_s"] for r in runs])
+    row("service until every output is out", [r["service"]["events_per_s_all_out"] for r in runs])
+    row("service / bare counter", [r["service_vs_bare"] for r in runs])
+    row("service / Faust stream alone", [r["service_vs_stream"] for r in runs])
+    lines.append(f"  {'start-up (seconds)':<34}")
+    row("broker start to ready", [r["broker_start_s"] for r in runs])
+    row("bare counter start to first record", [r["bare"]["start_to_first_s"] for r in runs])
+    row("service start to first record", [r["service"]["start_to_first_s"] for r in runs])
+    row("service peak RSS (MiB)", [r["service"]["peak_rss_mib"] for r in runs])
+    row(
+        "alerts service / replay",
+        [f"{r['alerts']['service_alerts']}/{r['alerts']['replay_alerts']}" for r in runs],
+    )
     return lines

@@ -1,9 +1,9 @@
 """Live latency (issue: event-time order): a steady paced stream into a caught-up
 worker, event -> alert latency, this revision next to another one (`--baseline`,
-e.g. the code before the order of application) in the same run, on one embedded
-broker.
+e.g. the code before the order of application) in the same run, on each broker
+(tansu, and Apache Kafka when Java is here).
 
-    python -m bench.live [--rate 200] [--seconds 45] [--baseline REV]
+    python -m bench.live [--rate 200] [--seconds 45] [--baseline REV] [--brokers tansu,kafka]
 
 Latency is the alert record's timestamp minus the timestamp its trigger record was
 produced with (both this machine's clock). Only 127.0.0.1; every process started here
@@ -29,7 +29,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bench.e2e import Proc, env_for, partitions_of, run_settings
 from models.generator import GeneratorConfig, generate_records
 from models.settings import Settings, Topics
-from streams.broker import EmbeddedBroker
+from streams.apache_kafka import kafka_available
+from streams.broker import BrokerKind, make_broker
 from streams.produce import to_kafka
 from streams.topics import ensure_topics
 
@@ -93,9 +94,15 @@ async def alert_latencies(settings: Settings, sent: dict[str, int]) -> list[floa
 
 
 def run_one(
-    bootstrap: str, role: str, tree: Path | None, workdir: Path, rate: float, n: int
+    bootstrap: str,
+    role: str,
+    tree: Path | None,
+    workdir: Path,
+    rate: float,
+    n: int,
+    kind: BrokerKind = "tansu",
 ) -> dict[str, Any]:
-    settings = run_settings(bootstrap, uuid.uuid4().hex[:8], role, workdir / role, 4)
+    settings = run_settings(bootstrap, uuid.uuid4().hex[:8], role, workdir / role, 4, kind)
     ensure_topics(settings)
     argv = [sys.executable, "-m", "streams.cli", "worker", "--without-web", "-l", "info"]
     worker = Proc(argv, env_for(settings), workdir / f"{role}.log", cwd=tree)
@@ -130,20 +137,27 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=200.0)
     p.add_argument("--seconds", type=float, default=45.0)
     p.add_argument("--baseline", metavar="REV")
+    p.add_argument("--brokers", default="tansu,kafka")
     args = p.parse_args()
     n = int(args.rate * args.seconds)
     print(f"machine: {machine()}")
-    with tempfile.TemporaryDirectory(prefix="profitwatch-live-") as tmp, EmbeddedBroker() as b:
-        workdir = Path(tmp)
-        tree = baseline_tree(args.baseline, workdir) if args.baseline else None
-        runs = {"now": run_one(b.bootstrap, "now", None, workdir, args.rate, n)}
-        if tree is not None:
-            runs[f"baseline {args.baseline}"] = run_one(
-                b.bootstrap, "base", tree, workdir, args.rate, n
-            )
-    print(f"\nlive: {n} records at {args.rate:.0f}/s into a caught-up worker (tansu)")
-    for name, r in runs.items():
-        print(f"  {name:<22} " + ", ".join(f"{k} {v}" for k, v in r.items()))
+    known: tuple[BrokerKind, ...] = ("tansu", "kafka")
+    for kind in (k for k in known if k in args.brokers.split(",")):
+        if kind == "kafka" and not kafka_available():
+            print("(no Java >= 17 and Maven here: live latency on tansu only)")
+            continue
+        with tempfile.TemporaryDirectory(prefix="profitwatch-live-") as tmp, make_broker(kind) as b:
+            workdir = Path(tmp)
+            tree = baseline_tree(args.baseline, workdir) if args.baseline else None
+            runs = {"now": run_one(b.bootstrap, "now", None, workdir, args.rate, n, kind)}
+            if tree is not None:
+                runs[f"baseline {args.baseline}"] = run_one(
+                    b.bootstrap, "base", tree, workdir, args.rate, n, kind
+                )
+            name = "tansu" if kind == "tansu" else f"Apache Kafka {getattr(b, 'version', '')}"
+        print(f"\nlive: {n} records at {args.rate:.0f}/s into a caught-up worker ({name})")
+        for label, r in runs.items():
+            print(f"  {label:<22} " + ", ".join(f"{k} {v}" for k, v in r.items()))
     return 0
 
 

@@ -1,7 +1,9 @@
-"""The embedded broker (streams/broker.py) and the Kafka test helpers, on real brokers.
+"""The embedded tansu broker (streams/broker.py) and the Kafka test helpers, on real
+brokers (Apache Kafka's own lifecycle: test_kafka_broker.py).
 
 Lifecycle tests start their own ``EmbeddedBroker``s. Topic and record tests use the
-session's broker (``kafka_bootstrap``: tansu here, or testcontainers / external).
+session's broker (``kafka_bootstrap``: Apache Kafka on this project's machines, else
+testcontainers, external or tansu; see tests/conftest.py).
 """
 
 from __future__ import annotations
