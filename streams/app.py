@@ -4,12 +4,15 @@ in one place, with the reason for each.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
 
+from models.errors import ConfigError
 from models.settings import Settings
 from streams.faust_private import new_transport
 
@@ -58,6 +61,16 @@ def app_config(settings: Settings) -> dict[str, Any]:
     return conf
 
 
+EXIT_AFTER_CRASH = 70  # EX_SOFTWARE
+
+
+def exit_after_crash(reason: BaseException) -> None:
+    """The process ends now: the crash's shutdown did not finish in time."""
+    log.critical("crashed (%r) and not stopped in time: exiting", reason)
+    logging.shutdown()
+    os._exit(EXIT_AFTER_CRASH)
+
+
 class App(faust.App):
     """`faust.App` with work to finish before Faust stops its consumer at shutdown
     (`App.on_stop`, a documented override): the service acknowledges what it has
@@ -67,6 +80,14 @@ class App(faust.App):
 
     before_stop: Callable[[], Awaitable[object]] | None = None
     fetch_max_wait_ms: int | None = None
+    # A crashed worker must exit, so that its supervisor starts a new one: Faust's
+    # shutdown after a crash can wait for ever on its consumer's last commit (seen in
+    # the chaos test: five minutes, until SIGTERM). After this long it exits hard.
+    crash_exit_after_s: float = 30.0
+
+    async def crash(self, reason: BaseException) -> None:
+        asyncio.get_running_loop().call_later(self.crash_exit_after_s, exit_after_crash, reason)
+        await super().crash(reason)
 
     def _new_transport(self) -> Any:
         return new_transport(self, self.fetch_max_wait_ms)
@@ -80,7 +101,19 @@ class App(faust.App):
         await super().on_stop()
 
 
+EXACTLY_ONCE_REFUSED = (
+    "processing_guarantee=exactly_once is not supported yet: Faust's transactional "
+    "commit does not await the commit's record batches (changed states, snapshots), "
+    "which are sent outside its transactions, so outputs would not be in the input's "
+    "transaction. Use at_least_once (the default): a redelivered record changes no "
+    "state (event ids are deduplicated) and resends its alerts with the same alert_id."
+)
+
+
 def create_app(settings: Settings, **overrides: Any) -> App:
+    """The service's Faust app; refuses settings it cannot honour (`ConfigError`)."""
+    if settings.processing_guarantee == "exactly_once":
+        raise ConfigError(EXACTLY_ONCE_REFUSED)
     conf = app_config(settings) | overrides
     app = App(settings.app_id, **conf)
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms

@@ -79,11 +79,11 @@ def cmd_worker(args: argparse.Namespace, faust_args: list[str]) -> int:
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
     )
+    service = Service(settings)  # refuses settings it cannot honour, before any I/O
     wait_until_reachable(
         settings.kafka_bootstrap_servers, give_up_after_s=settings.broker_wait_seconds
     )
     ensure_topics(settings)  # refuses a co-partitioned topic of another partition count
-    service = Service(settings)
     sys.argv = ["profitwatch worker", *worker_argv(faust_args)]
     service.app.main()  # runs until stopped; exits the process itself
     return 0

@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from models import codec
+from models.errors import ConfigError
 from models.settings import Settings
 from streams.agents import Service
+from streams.app import create_app
 from streams.processor import partition_for
 from tests.builders import order
 
@@ -173,3 +175,29 @@ def test_table_writes_stand_in_for_a_record_of_the_customers_partition() -> None
         ("pw-customers-changelog", partition_for(b"c1", 4), b"c1", b"x"),
         ("pw-customers-changelog", partition_for(b"c2", 4), b"c2", b"y"),
     ]
+
+
+def test_exactly_once_is_refused_until_it_works(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, store="memory://", processing_guarantee="exactly_once")
+    with pytest.raises(ConfigError, match="exactly_once is not supported yet"):
+        create_app(settings)
+    app = create_app(Settings(data_dir=tmp_path, store="memory://"))
+    assert app.conf.processing_guarantee.value == "at_least_once"
+
+
+async def test_a_crashed_app_exits_if_its_shutdown_hangs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Faust's shutdown after a crash can hang on the consumer; the app then exits."""
+    import asyncio
+
+    from streams import app as app_module
+
+    exits: list[BaseException] = []
+    monkeypatch.setattr(app_module, "exit_after_crash", exits.append)
+    app = create_app(Settings(data_dir=tmp_path, store="memory://"))
+    app.crash_exit_after_s = 0.05
+    await app.crash(RuntimeError("boom"))
+    assert exits == []
+    await asyncio.sleep(0.2)
+    assert [str(e) for e in exits] == ["boom"]

@@ -113,3 +113,28 @@ def test_the_session_broker_accepts_the_workers_session_timeout(
     session_ms = Settings().session_timeout_seconds * 1000
     assert int(configs["group.min.session.timeout.ms"]) <= session_ms
     assert session_ms <= int(configs["group.max.session.timeout.ms"])
+
+
+def test_exactly_once_is_refused_at_start_up_with_the_reason(
+    kafka_bootstrap: str, broker_kind: str, unique: str, tmp_path: Path
+) -> None:
+    """exactly_once would put the inputs' offsets in a transaction that the commit's
+    states and snapshots are not in: refused until it works (README, Guarantees)."""
+    env = service_env(kafka_bootstrap, broker_kind, unique, tmp_path / "data")
+    env["PROFITWATCH_PROCESSING_GUARANTEE"] = "exactly_once"
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        worker.spawn()
+        assert worker.proc is not None
+        assert worker.proc.wait(60) == 2
+    finally:
+        worker.stop()
+    out = worker.output()
+    assert "profitwatch worker: processing_guarantee=exactly_once is not supported yet" in out
+    assert "Traceback" not in out and "[^Worker]: Ready" not in out
+    # nothing was created on the broker before the refusal
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="profitwatch-tests")
+    try:
+        assert not [t for t in admin.list_topics() if t.endswith(unique)]
+    finally:
+        admin.close()
