@@ -14,6 +14,13 @@ offset is acked, and does not check at all when nothing was committed yet; so th
 module refuses to ack an offset below one it acked before on the same partition since
 the partition was assigned, and never acks a record while an earlier one of its
 partition is unacked (each is acked only after every record applied before it).
+
+A record at or below the partition's last acked offset is one delivered again in the
+same assignment (Faust seeks stream partitions back to their committed offsets once
+table recovery ends, after the fetcher may already have handed some over): it is
+covered already, its effects are idempotent (event ids, alert ids, internal records),
+and Faust ignores an ack of an offset it has acked or committed. It is acked without
+moving anything and counted (`redelivered`).
 """
 
 from __future__ import annotations
@@ -24,10 +31,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 log = logging.getLogger(__name__)
-
-
-class AckOrderError(RuntimeError):
-    """An ack would go out of offset order: Faust could then commit past a record."""
 
 
 class AckAfterDelivery:
@@ -46,6 +49,7 @@ class AckAfterDelivery:
         self.events: list[Any] = []  # applied since the last commit, in order
         self.sends: list[asyncio.Future[Any]] = []  # Faust sends since then
         self._acked: dict[tuple[str, int], int] = {}  # highest offset acked per tp
+        self.redelivered = 0  # records acked again: delivered twice in one assignment
         self._lock = asyncio.Lock()
 
     def applied(self, event: Any) -> None:
@@ -82,8 +86,10 @@ class AckAfterDelivery:
         tp = (m.topic, m.partition)
         last = self._acked.get(tp)
         if last is not None and m.offset <= last:
-            raise AckOrderError(f"ack of {tp}@{m.offset} after @{last}")
-        self._acked[tp] = m.offset
+            self.redelivered += 1
+            log.debug("%s@%d delivered again after @%d was acked", tp, m.offset, last)
+        else:
+            self._acked[tp] = m.offset
         event.ack()
 
     def forget(self, partitions: Iterable[tuple[str, int]]) -> int:
