@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser run demo test test-fast lint bench clean
+.PHONY: install browser run demo test test-fast lint bench chaos clean
 
 install: $(STAMP)
 
@@ -47,6 +47,12 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# The full chaos run (tests/integration/test_chaos.py; `make test` runs a small one):
+# ~22,000 records, 12 SIGKILLs at seeded moments. PROFITWATCH_CHAOS_SEED varies them.
+chaos: install
+	PROFITWATCH_CHAOS_CUSTOMERS=220 PROFITWATCH_CHAOS_KILLS=12 \
+	  $(BIN)/pytest -s -p no:cacheprovider tests/integration/test_chaos.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

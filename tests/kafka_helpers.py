@@ -20,8 +20,10 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
+from kafka import KafkaConsumer
+from kafka import TopicPartition as KafkaTopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 Headers = Sequence[tuple[str, bytes]]
 # (topic, key, value, headers)
@@ -202,3 +204,52 @@ def segment_batches(log_dir: Path, topic: str) -> dict[int, list[int]]:
                 pos += 12 + length
         out[int(partition)] = sizes
     return out
+
+
+def end_offsets(
+    bootstrap: str, topics: Sequence[str], partitions: int
+) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> end offset, of every partition of ``topics``."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        tps = [KafkaTopicPartition(t, p) for t in topics for p in range(partitions)]
+        return {(tp.topic, tp.partition): off for tp, off in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
+
+
+def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> the group's committed offset (partitions it committed)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="profitwatch-tests")
+    try:
+        got = admin.list_group_offsets(group)[group]
+    finally:
+        admin.close()
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in got.items() if meta.offset >= 0}
+
+
+def wait_until_consumed(
+    bootstrap: str, group: str, topics: Sequence[str], partitions: int, timeout_s: float
+) -> dict[tuple[str, int], int]:
+    """Until the group's committed offset is the end offset of every non-empty partition
+    of ``topics``; returns the end offsets."""
+    deadline = time.monotonic() + timeout_s
+    behind: dict[tuple[str, int], tuple[int | None, int]] = {}
+    while time.monotonic() < deadline:
+        try:
+            ends = end_offsets(bootstrap, topics, partitions)
+            committed = committed_offsets(bootstrap, group)
+        except KafkaError as exc:  # e.g. the coordinator still loading after a restart
+            if not exc.retriable:
+                raise
+            time.sleep(0.5)
+            continue
+        behind = {
+            tp: (committed.get(tp), end)
+            for tp, end in ends.items()
+            if end > 0 and committed.get(tp, -1) < end
+        }
+        if not behind:
+            return ends
+        time.sleep(0.5)
+    raise AssertionError(f"the group {group} has not consumed everything: {behind}")

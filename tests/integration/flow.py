@@ -95,11 +95,14 @@ def wait_for(
     snaps: dict[str, Any] = {}
 
     def behind() -> dict[str, Any]:
-        return {
-            c: {k: (snaps.get(c, {}).get(k), v) for k, v in w.items()}
-            for c, w in want.items()
-            if any(snaps.get(c, {}).get(k) != v for k, v in w.items())
-        }
+        """Per customer behind, only the fields that differ: (service's, wanted)."""
+        out = {}
+        for c, w in want.items():
+            diff = {k: (snaps.get(c, {}).get(k), v) for k, v in w.items()}
+            diff = {k: d for k, d in diff.items() if d[0] != d[1]}
+            if diff:
+                out[c] = diff
+        return out
 
     while time.monotonic() < deadline:
         snaps = latest(bootstrap, settings.topics.snapshots, timeout_s=30)

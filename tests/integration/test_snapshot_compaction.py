@@ -12,54 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from streams.broker import free_port
 from streams.produce import to_kafka
 from tests.integration.flow import renamed, stream
 from tests.integration.worker import WorkerProcess
-from tests.kafka_helpers import produce, read_topic
+from tests.kafka_helpers import end_offsets, produce, read_topic, wait_until_consumed
 
 FILLER = "compaction-filler"
 ROLL_MS = 500
-
-
-def _end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
-    finally:
-        consumer.close()
-
-
-def wait_until_consumed(
-    bootstrap: str, group: str, topics: list[str], partitions: int, timeout_s: float
-) -> None:
-    """Until the group's committed offset is the end offset of every partition."""
-    deadline = time.monotonic() + timeout_s
-    behind: dict[TopicPartition, tuple[int | None, int]] = {}
-    while time.monotonic() < deadline:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="profitwatch-tests")
-        try:
-            committed = admin.list_group_offsets(group)[group]
-        finally:
-            admin.close()
-        ends: dict[TopicPartition, int] = {}
-        for t in topics:
-            ends |= {
-                TopicPartition(t, p): o for p, o in _end_offsets(bootstrap, t, partitions).items()
-            }
-        behind = {
-            tp: (committed[tp].offset if tp in committed else None, end)
-            for tp, end in ends.items()
-            if end > 0 and (tp not in committed or committed[tp].offset < end)
-        }
-        if not behind:
-            return
-        time.sleep(1.0)
-    raise AssertionError(f"the service has not consumed everything: {behind}")
 
 
 def _keys(bootstrap: str, topic: str) -> Counter[str]:
@@ -120,7 +83,7 @@ def test_the_snapshot_topic_compacts_to_the_tables_latest_states(
     inputs = [*settings.topics.input_kinds(), settings.topics.internal]
     wait_until_consumed(kafka_bootstrap, settings.app_id, inputs, n, timeout_s=180)
 
-    written = sum(_end_offsets(kafka_bootstrap, topic, n).values())
+    written = sum(end_offsets(kafka_bootstrap, [topic], n).values())
     assert written >= 2 * len(customers), f"{written} snapshots of {len(customers)} customers"
     # Close the segments holding the last snapshots: one more record per partition,
     # appended after the roll time, opens a new segment there.

@@ -1,0 +1,97 @@
+"""Rebalances mid-stream: two workers share a backlog, a third joins, then one of the
+first two is killed with SIGKILL. The partitions move twice while records are held for
+their turn; the outcome is still `replay`'s, and every customer is answered afterwards
+by every surviving worker (its own, or routed to the owner)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.broker import free_port
+from streams.produce import send_all, to_kafka
+from tests.integration.expectations import (
+    Expected,
+    check_equal,
+    generated,
+    settled,
+    split_referrals,
+)
+from tests.integration.flow import FIGURES
+from tests.integration.worker import WorkerProcess
+from tests.kafka_helpers import committed_offsets, end_offsets, wait_until_consumed
+
+
+def _assigned(log: str) -> int:
+    return log.count("Setting newly assigned partitions")
+
+
+@pytest.mark.timeout(600)
+def test_a_worker_joining_and_one_killed_mid_stream_change_nothing(
+    kafka_bootstrap: str, service: Any, tmp_path: Path
+) -> None:
+    env, settings, workers = service
+    inputs = sorted(settings.topics.input_kinds())
+    n = settings.partitions
+    records = generated(200, 170, 41, settings)  # under 2 x window_days: see test_chaos
+    ref, rest = split_referrals(records, settings)
+    exp = Expected(settings).phase(ref).phase(rest)
+    workers.append(settled(kafka_bootstrap, env, settings, tmp_path / "w0.log", ref))
+    send_all(kafka_bootstrap, (to_kafka(r) for r in rest))
+    total = sum(end_offsets(kafka_bootstrap, inputs, n).values())
+
+    def committed() -> int:
+        got = committed_offsets(kafka_bootstrap, settings.app_id)
+        return sum(v for tp, v in got.items() if tp[0] in inputs)
+
+    def worker(name: str) -> tuple[WorkerProcess, int]:
+        port = free_port()
+        w = WorkerProcess(
+            env
+            | {
+                "PROFITWATCH_WEB_PORT": str(port),
+                "PROFITWATCH_DATA_DIR": str(tmp_path / name),
+                "PROFITWATCH_COMMIT_INTERVAL_SECONDS": "1",
+            },
+            tmp_path / f"{name}.log",
+        )
+        workers.append(w)
+        return w, port
+
+    (a, _), (b, b_port), (c, c_port) = worker("a"), worker("b"), worker("c")
+    a.start(web=True)
+    b.start(web=True)
+    start = committed()
+    # The third joins once the two have made progress, well before the end.
+    deadline = time.monotonic() + 120
+    while committed() - start < (total - start) // 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    joined_at = committed()
+    c.start(web=True)  # ready: the rebalance it caused is over
+    # Then one of the first two dies, at once, again mid-stream.
+    killed_at = committed()
+    a.kill9()
+    wait_until_consumed(kafka_bootstrap, settings.app_id, inputs, n, timeout_s=300)
+    compared = check_equal(kafka_bootstrap, settings, exp)
+    assert compared >= 150
+
+    # The stream was still running at both moments, and the partitions really moved.
+    assert joined_at < total and killed_at < total, (joined_at, killed_at, total)
+    assert _assigned(b.log_text()) >= 3  # its first, the third's join, the kill
+    assert _assigned(c.log_text()) >= 2
+
+    for port in (b_port, c_port):
+        for cid, figures in exp.figures().items():
+            url = f"http://127.0.0.1:{port}/customers/{cid}"
+            with urllib.request.urlopen(url, timeout=30) as resp:
+                got = json.loads(resp.read())
+            assert {k: got[k] for k in FIGURES} == figures, (port, cid)
+    print(
+        f"\nrebalance: {total} input records; third worker joined at {joined_at}, "
+        f"one killed at {killed_at}; alerts of {compared} customers compared"
+    )
