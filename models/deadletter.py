@@ -9,6 +9,14 @@ from typing import Any
 from models.errors import RejectedRecord
 from models.outputs import DeadLetter, DeadLetterError
 
+# A dead letter must fit in one producer request (max_request_size, 1 MiB by default,
+# about the broker's message.max.bytes): in JSON a control character takes 6 bytes, so
+# a rejected value of a few hundred KB, which the broker had accepted, made a dead
+# letter the producer refused; the commit failed and the partition stalled, again after
+# every restart. An `original` longer than this as JSON is written in base64 (at most
+# 4/3 of its bytes), and when that is still longer, only its first bytes are.
+MAX_ORIGINAL_BYTES = 512 * 1024
+
 # Kafka Streams' dead-letter header names (KIP-1034).
 HEADER_CODE = "__streams.errors.exception"
 HEADER_MESSAGE = "__streams.errors.message"
@@ -40,6 +48,7 @@ def dead_letter(
     received_at: str,
 ) -> DeadLetter:
     encoding = None
+    raw: bytes | None = None
     if isinstance(original, (bytes, bytearray, memoryview)):
         raw = bytes(original)
         try:
@@ -50,6 +59,14 @@ def dead_letter(
         text = original
     else:
         text = dump_json(original)
+    size = None
+    # 6 bytes a character at most (\u0000): only a long original is measured.
+    if len(text) * 6 + 2 > MAX_ORIGINAL_BYTES and original_json_size(text) > MAX_ORIGINAL_BYTES:
+        data = raw if raw is not None else text.encode("utf-8", "surrogatepass")
+        keep = (MAX_ORIGINAL_BYTES - 2) // 4 * 3  # base64: 4 characters per 3 bytes
+        if len(data) > keep:
+            size, data = len(data), data[:keep]
+        text, encoding = base64.b64encode(data).decode("ascii"), "base64"
     return DeadLetter(
         error=DeadLetterError(
             code=rejection.code,
@@ -60,8 +77,16 @@ def dead_letter(
         ),
         original=text,
         original_encoding=encoding,
+        original_size=size,
         received_at=received_at,
     )
+
+
+def original_json_size(text: str) -> int:
+    """Bytes of `text` as a JSON string in a dead letter (compact UTF-8 JSON)."""
+    import json
+
+    return len(json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass"))
 
 
 def kip1034_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:

@@ -28,7 +28,10 @@ def parse_json(raw: bytes | str) -> Any:
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "surrogatepass")
     try:
-        return jiter.from_json(raw, float_mode="decimal", cache_mode=JSON_CACHE)
+        # NaN and Infinity are not JSON (RFC 8259); jiter accepts them unless told.
+        return jiter.from_json(
+            raw, float_mode="decimal", cache_mode=JSON_CACHE, allow_inf_nan=False
+        )
     except ValueError as exc:  # jiter reports syntax and UTF-8 errors as ValueError
         raise RejectedRecord("malformed_json", f"not valid JSON: {exc}") from None
 

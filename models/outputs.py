@@ -113,12 +113,13 @@ class DeadLetter(_Out):
     error: DeadLetterError
     original: str
     original_encoding: Literal["base64"] | None = None
+    # The original's size in bytes, only when `original` holds just its first bytes
+    # (models.deadletter.MAX_ORIGINAL_BYTES).
+    original_size: int | None = None
     received_at: str
 
     def to_wire(self) -> dict[str, Any]:
-        # `original_encoding` appears only when the original was not UTF-8 text.
-        return self.model_dump(
-            mode="json",
-            exclude_none=False,
-            exclude=({"original_encoding"} if self.original_encoding is None else set()),
-        )
+        # `original_encoding` appears only when the original was not UTF-8 text (or was
+        # cut), `original_size` only when it was cut.
+        absent = {k for k in ("original_encoding", "original_size") if getattr(self, k) is None}
+        return self.model_dump(mode="json", exclude_none=False, exclude=absent)

@@ -253,7 +253,10 @@ def read_records(lines: Iterable[bytes | str], max_bytes: int) -> Iterator[Repla
         if not raw or raw.isspace():  # not strip(): that copies every line
             continue
         try:
-            rec = jiter.from_json(raw, float_mode="decimal", cache_mode=JSON_CACHE)
+            # As the decoder: a line with NaN or Infinity is not JSON.
+            rec = jiter.from_json(
+                raw, float_mode="decimal", cache_mode=JSON_CACHE, allow_inf_nan=False
+            )
         except ValueError:
             yield n, "", raw.rstrip(b"\r\n"), None, None
             continue
