@@ -13,12 +13,17 @@ Routes (JSON unless noted; errors are `{"error": {"code", "message"}}`):
     GET /health                    liveness
     GET /ready                     recovery finished, partitions assigned, broker reachable
 
-A customer lives on one partition, and one worker owns it: `/customers/{id}` asks
-Faust's router which worker that is (the assignor knows every worker's URL) and
+A customer lives on one partition, and one worker owns it: `/customers/{id}` finds
+that worker in Faust's router metadata (the assignor knows every worker's URL) and
 forwards the request there, headers included. Lists ask every worker for its own
 page and merge them (models/query.py). With `api_token` set, every route but the
 probes and /metrics wants `Authorization: Bearer <token>`; a browser opening the
 dashboard may pass `?access_token=` instead (RFC 6750 section 2.3).
+
+While a worker starts, recovers its table, rebalances or stops, the routes that
+read the table or the router answer 503 with a reason and Retry-After
+(streams/availability.py) instead of a wrong or failed answer; /health, /metrics
+and the dashboard page answer throughout, /ready says 503 and why.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import faust
-from faust.exceptions import SameNode
+from faust.types import TP
 from faust.web import Request, Response, View
 from faust.web.exceptions import WebError
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -41,6 +46,8 @@ from yarl import URL
 
 from models import query
 from models.errors import QueryError
+from models.partitioner import partition_for
+from streams.availability import Unavailable, WorkerState, peer_reason, unavailable_reason
 from streams.faust_private import aiokafka_producer
 from streams.processor import IndexEntry
 
@@ -51,6 +58,16 @@ log = logging.getLogger(__name__)
 
 OPEN_ROUTES = frozenset({"/health", "/ready", "/metrics"})
 PEER_TIMEOUT_S = 10.0
+# Marks a request one worker forwarded to the customer's owner. An owner that does
+# not think it owns the customer answers 503 rather than forward it on: two workers
+# with different assignments (mid-rebalance) would otherwise pass it round in circles.
+FORWARDED = "X-Profitwatch-Forwarded"
+# Set by aiohttp for the forwarded request's own connection.
+NOT_FORWARDED = frozenset(
+    {"host", "content-length", "connection", "keep-alive", "transfer-encoding"}
+)
+# The owner's headers its answer keeps on the way back.
+ANSWER_HEADERS = ("Content-Type", "Retry-After", "WWW-Authenticate")
 
 
 @functools.cache
@@ -72,10 +89,25 @@ class ApiView(View):
                 "this route needs Authorization: Bearer <token>",
                 headers={"WWW-Authenticate": 'Bearer realm="profitwatch"'},
             )
+        rebalances = self.app.rebalancing_count
         try:
             return await super().dispatch(request)
+        except Unavailable as exc:
+            return _unavailable(self, exc)
         except QueryError as exc:
             return _error(self, exc.status, exc.code, exc.message)
+        except Exception as exc:
+            # Faust's parts fail in their own ways while partitions move under a
+            # request (a router without the topic's partitions, a store being
+            # swapped): in that state it is a 503 to retry, not a server error.
+            reason = unavailable_reason(worker_state(self.app))
+            if reason is None and self.app.rebalancing_count != rebalances:
+                reason = "rebalancing"
+            if reason is None:
+                log.exception("GET %s failed", request.path)
+                return _error(self, 500, "internal", "internal error; see the worker's log")
+            log.info("GET %s failed while %s: %r", request.path, reason, exc)
+            return _unavailable(self, Unavailable(reason))
 
     async def on_request_error(self, request: Request, exc: WebError) -> Response:
         # Faust's own errors (405 and the like) in this API's error shape.
@@ -100,6 +132,37 @@ def _error(
     return view.json({"error": {"code": code, "message": message}}, status=status, headers=headers)
 
 
+def _unavailable(view: View, exc: Unavailable) -> Response:
+    return view.json(exc.body(), status=503, headers=exc.headers())
+
+
+def worker_state(app: Any) -> WorkerState:
+    """This worker's state, from Faust's public attributes only."""
+    return WorkerState(
+        stopping=app.should_stop,
+        in_recovery=app.in_recovery,
+        rebalancing=app.rebalancing,
+        actives_ready=app.tables.actives_ready,
+        rebalances=app.rebalancing_count,
+    )
+
+
+def _available(view: ApiView) -> int:
+    """Raises `Unavailable` unless this worker can answer from its table and the
+    router's metadata; returns the rebalance count, for `_unchanged` after an await."""
+    reason = unavailable_reason(worker_state(view.app))
+    if reason is not None:
+        raise Unavailable(reason)
+    return view.app.rebalancing_count
+
+
+def _unchanged(view: ApiView, since: int) -> None:
+    """Still available, and no rebalance began since `_available` gave `since`
+    (one that began and ended within an await still moved the partitions)."""
+    if _available(view) != since:
+        raise Unavailable("rebalancing")
+
+
 class Dashboard(ApiView):
     async def get(self, request: Request) -> Response:
         return self.html(dashboard_html())
@@ -109,8 +172,10 @@ class CustomerList(ApiView):
     async def get(self, request: Request) -> Response:
         q = query.parse_list_query(request.query)
         params = q.params(request.query.get("cursor"))
+        since = _available(self)
         local = await _local_customers(self, q)
         bodies = await gather_from_workers(self, request, "/internal/customers", params, local)
+        _unchanged(self, since)  # the parts were asked of one assignment
         return self.json(query.merge_list_bodies(bodies, q))
 
 
@@ -122,9 +187,11 @@ class LocalCustomerList(ApiView):
 class AlertFeed(ApiView):
     async def get(self, request: Request) -> Response:
         limit = _alerts_limit(request)
+        since = _available(self)
         local = await _local_alerts(self, limit)
         params = {"limit": str(limit)}
         bodies = await gather_from_workers(self, request, "/internal/alerts", params, local)
+        _unchanged(self, since)
         alerts = query.newest_alerts((a for b in bodies for a in b["alerts"]), limit)
         return self.json({"alerts": alerts})
 
@@ -167,16 +234,24 @@ class Health(ApiView):
 class Ready(ApiView):
     async def get(self, request: Request) -> Response:
         app = self.app
-        recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
-        assigned = bool(app.assignor.assigned_actives())
         broker = await _broker_reachable(app)
+        state = worker_state(app)  # after the await: as of the answer
+        assigned = bool(app.assignor.assigned_actives())
+        reason = unavailable_reason(state)
+        if reason is None and not assigned:
+            reason = "no_partitions"
+        if reason is None and not broker:
+            reason = "broker_unreachable"
         body = {
-            "ready": recovered and assigned and broker,
-            "recovered": recovered,
+            "ready": reason is None,
+            "recovered": state.actives_ready and not state.in_recovery,
             "assigned": assigned,
             "broker": broker,
         }
-        return self.json(body, status=200 if body["ready"] else 503)
+        if reason is None:
+            return self.json(body)
+        exc = Unavailable(reason)
+        return self.json(body | exc.body(), status=503, headers=exc.headers())
 
 
 class NotFound(ApiView):
@@ -216,10 +291,12 @@ async def _from_owner(
     read: Callable[[bytes], dict[str, Any] | None],
 ) -> Response:
     """The owning worker's answer: forwarded there, or `read` here when this is it."""
-    routed = await _route_to_owner(view, request, customer_id)
-    if routed is not None:
-        return routed
-    body = read(customer_id.encode("utf-8"))
+    _available(view)
+    key = customer_id.encode("utf-8")
+    owner = _owner_of(view, key)
+    if owner is not None:
+        return await _forward(view, request, owner)
+    body = read(key)  # no await since the check: still this worker's partition
     return _unknown(view, customer_id) if body is None else view.json(body)
 
 
@@ -227,30 +304,72 @@ def _unknown(view: View, customer_id: str) -> Response:
     return _error(view, 404, "unknown_customer", f"no customer {customer_id!r} on record")
 
 
-async def _route_to_owner(view: ApiView, request: Any, customer_id: str) -> Response | None:
-    """The owner's answer, or None when this worker owns the customer."""
-    try:
-        return await view.app.router.route_req(
-            view.service.table.name, customer_id.encode("utf-8"), view.web, request
+def _owner_of(view: ApiView, key: bytes) -> URL | None:
+    """The URL of the worker owning `key`'s partition; None when it is this one.
+
+    From the router's metadata (the assignment every worker received), with the
+    partition from the service's own partitioner, the one the table writes by.
+    Faust's `router.route_req` asks its producer instead, which knows a changelog's
+    partitions only after writing to it: until then a `TypeError` (HTTP 500)."""
+    table = view.service.table
+    topic = table.changelog_topic.get_topic_name()
+    partition = partition_for(key, view.service.settings.partitions)
+    owners = {
+        URL(host)
+        for host, topics in view.app.router.table_metadata(table.name).items()
+        if partition in topics.get(topic, ())
+    }
+    if len(owners) != 1:
+        raise Unavailable(
+            "rebalancing", f"{len(owners)} workers own partition {partition} of {topic} now"
         )
-    except SameNode:
-        return None
-    except WebError:
-        raise
-    except KeyError:
-        raise QueryError(
-            "no worker owns this customer yet (starting or rebalancing)", 503, "unavailable"
+    (owner,) = owners
+    if _ident(owner) != _ident(URL(str(view.app.conf.canonical_url))):
+        return owner
+    if TP(topic, partition) not in view.app.assignor.assigned_actives():
+        raise Unavailable("rebalancing", f"partition {partition} of {topic} is on its way here")
+    return None
+
+
+def _ident(url: URL) -> tuple[str, int]:
+    return (url.host or "", url.port or 80)
+
+
+async def _forward(view: ApiView, request: Any, owner: URL) -> Response:
+    """The owner's answer to this request, its status and headers kept."""
+    if FORWARDED in request.headers:
+        raise Unavailable(
+            "rebalancing",
+            f"{request.headers[FORWARDED]} forwarded this request here, and this worker "
+            f"sees {owner} as the owner: the two are between assignments",
+        )
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED}
+    headers[FORWARDED] = str(view.app.conf.canonical_url)
+    try:
+        async with view.app.http_client.get(
+            owner.join(request.rel_url),
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S),
+        ) as resp:
+            status, body = resp.status, await resp.read()
+            kept = {h: resp.headers[h] for h in ANSWER_HEADERS if h in resp.headers}
+    except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+        raise Unavailable(
+            "worker_unavailable", f"the owner of this customer, {owner}, did not answer: {exc!r}"
         ) from None
+    if status >= 500 and status != 503:
+        raise Unavailable(
+            "worker_unavailable", f"the owner of this customer, {owner}, answered {status}"
+        )
+    return view.bytes(body, status=status, headers=kept)
 
 
 def _peers(view: ApiView) -> list[URL]:
     hosts = set(view.app.router.table_metadata(view.service.table.name))
-    me = str(view.app.conf.canonical_url)
-    urls = sorted({URL(h) for h in hosts if URL(h) != URL(me)}, key=str)
+    me = _ident(URL(str(view.app.conf.canonical_url)))
+    urls = sorted({URL(h) for h in hosts if _ident(URL(h)) != me}, key=str)
     if not view.app.assignor.assigned_actives() and not urls:
-        raise QueryError(
-            "this worker has no partitions yet (starting or rebalancing)", 503, "unavailable"
-        )
+        raise Unavailable("no_partitions", "no worker, this one included, has partitions")
     return urls
 
 
@@ -274,27 +393,33 @@ async def gather_from_workers(
             async with view.app.http_client.get(
                 url, headers=headers, timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
             ) as resp:
-                body = await resp.json()
-                if resp.status != 200:
-                    raise QueryError(
-                        f"worker {peer} answered {resp.status}: {body}", 503, "unavailable"
-                    )
-                return dict(body)
-        except QueryError:
-            raise
-        except (TimeoutError, OSError, ValueError) as exc:
-            raise QueryError(f"worker {peer} did not answer: {exc!r}", 503, "unavailable") from None
+                status, retry = resp.status, resp.headers.get("Retry-After", "")
+                body = await resp.json(content_type=None)
+        except (TimeoutError, OSError, ValueError, aiohttp.ClientError) as exc:
+            raise Unavailable(
+                "worker_unavailable", f"worker {peer} did not answer: {exc!r}"
+            ) from None
+        if status != 200:
+            # Its own reason (starting, rebalancing, …) is this list's reason too.
+            reason = (peer_reason(body) if status == 503 else None) or "worker_unavailable"
+            raise Unavailable(
+                reason,
+                f"worker {peer} answered {status}: {body}",
+                int(retry) if retry.isdigit() else None,
+            )
+        return dict(body)
 
     others = await asyncio.gather(*(ask(p) for p in peers))
     return [local, *others]
 
 
 async def _local_entries(view: ApiView) -> Iterable[IndexEntry]:
-    """This worker's customers for a list; a 503 while its partitions are moving, since
-    its part would then be missing customers or hold another worker's."""
-    _not_rebalancing(view)
+    """This worker's customers for a list; a 503 while its partitions are moving or its
+    table recovers, since its part would then be missing customers or hold another
+    worker's."""
+    since = _available(view)
     entries = (await view.service.processor.query_index()).values()
-    _not_rebalancing(view)  # the index is read in chunks: still the same partitions?
+    _unchanged(view, since)  # the index is read in chunks: still the same partitions?
     return entries
 
 
@@ -305,15 +430,6 @@ async def _local_customers(view: ApiView, q: query.ListQuery) -> dict[str, Any]:
 async def _local_alerts(view: ApiView, limit: int) -> dict[str, Any]:
     entries = await _local_entries(view)
     return {"alerts": query.newest_alerts((a for e in entries for a in e.alerts), limit)}
-
-
-def _not_rebalancing(view: ApiView) -> None:
-    if view.app.rebalancing:
-        raise QueryError(
-            "partitions are being reassigned between workers; ask again in a few seconds",
-            503,
-            "unavailable",
-        )
 
 
 async def _broker_reachable(app: Any) -> bool:
