@@ -99,8 +99,10 @@ class Producer(threading.Thread):
 
 def run(kind: BrokerKind, minutes: float, rate: float, customers: int, out: Path) -> int:
     unique = uuid.uuid4().hex[:8]
-    # Enough history for the whole run at this rate (~240 records per customer-year).
-    days = max(30, int(rate * minutes * 60 / customers / 240 * 365 * 1.2) + 1)
+    # Enough history for the whole run at this rate: the generator gives ~240 records
+    # per customer-year on average but fewer in a population's first weeks (customers
+    # join over time), so twice that; the producer stops at the time limit anyway.
+    days = max(30, int(rate * minutes * 60 / customers / 240 * 365 * 2.5) + 1)
     cfg = GeneratorConfig(customers=customers, days=days, seed=5)
     samples: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="profitwatch-soak-") as tmp, make_broker(kind) as b:

@@ -14,13 +14,23 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from models.errors import ConfigError
 
 CHANNELS = ("phone", "email", "chat", "onsite", "self_service")
 
@@ -57,6 +67,85 @@ class ProvisionBand(BaseModel):
     rate: Decimal = Field(ge=0, le=1)
 
 
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class KafkaSecurity(BaseModel):
+    """How every Kafka client of the service connects: Kafka's own client settings
+    (`security.protocol`, `sasl.mechanism`, …), mapped to each library in one place,
+    streams/kafka_security.py. Env `PROFITWATCH_KAFKA__SECURITY_PROTOCOL` and so on;
+    TOML `[kafka]`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    # PEM files. Without `ssl_cafile` the system's CAs verify the broker; `ssl_certfile`
+    # (with `ssl_keyfile`, unless the key is in the same file) is a client certificate
+    # for a cluster that wants one (`ssl.client.auth=required`).
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+
+    @field_validator("security_protocol", "sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        return v.strip().upper() if isinstance(v, str) else v
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSecurity:
+        # ConfigError, not ValueError: pydantic would put this model's whole input,
+        # the password with it, into a ValidationError's message; a ConfigError
+        # propagates as it is, and the command line prints just this message.
+        protocol = self.security_protocol
+        sasl_given = self.sasl_username is not None or self.sasl_password is not None
+        if self.uses_sasl:
+            if not self.sasl_username or not self.sasl_password:
+                raise ConfigError(
+                    f"kafka.security_protocol={protocol} needs kafka.sasl_username and "
+                    "kafka.sasl_password (PROFITWATCH_KAFKA__SASL_USERNAME, "
+                    "PROFITWATCH_KAFKA__SASL_PASSWORD)"
+                )
+            if not self.sasl_password.get_secret_value():
+                raise ConfigError("kafka.sasl_password is empty")
+        elif sasl_given:
+            # Credentials without a SASL protocol are a forgotten setting, not a wish
+            # to connect unauthenticated.
+            raise ConfigError(
+                f"kafka.sasl_username/sasl_password are set but kafka.security_protocol is "
+                f"{protocol}: use SASL_SSL (or SASL_PLAINTEXT), or remove them"
+            )
+        files = {
+            "ssl_cafile": self.ssl_cafile,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+        }
+        given = [name for name, path in files.items() if path is not None]
+        if given and not self.uses_tls:
+            raise ConfigError(
+                f"kafka.{', kafka.'.join(given)} set but kafka.security_protocol is "
+                f"{protocol}: use SSL or SASL_SSL, or remove them"
+            )
+        for name, path in files.items():
+            if path is not None and not path.is_file():
+                raise ConfigError(f"kafka.{name}: no such file: {path}")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ConfigError("kafka.ssl_keyfile needs kafka.ssl_certfile (the client certificate)")
+        return self
+
+
 def _default_bands() -> list[ProvisionBand]:
     return [
         ProvisionBand(min_days=1, rate=Decimal("0.02")),
@@ -73,6 +162,9 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="ignore",
         frozen=True,
+        # An error's message would otherwise quote every input, secrets included
+        # (`api_token`, `kafka.sasl_password`): a failed start must not print them.
+        hide_input_in_errors=True,
     )
 
     # --- the profit model (spec section 8) ---
@@ -129,6 +221,8 @@ class Settings(BaseSettings):
             "kafka_bootstrap_servers",
         ),
     )
+    # Authentication and TLS for every Kafka client (KafkaSecurity above).
+    kafka: KafkaSecurity = Field(default_factory=KafkaSecurity)
     # "kafka" for a real cluster; "tansu" for the embedded broker, whose quirks need
     # other client settings (see streams/app.py).
     broker_kind: Literal["kafka", "tansu"] = "kafka"

@@ -24,7 +24,8 @@ import shutil
 import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Self
@@ -35,6 +36,7 @@ __all__ = [
     "BROKER_SETTINGS",
     "POM",
     "ApacheKafkaBroker",
+    "BrokerSecurity",
     "java_major",
     "kafka_available",
     "kafka_version",
@@ -198,12 +200,110 @@ def server_properties(host: str, port: int, controller_port: int, log_dir: Path)
     }
 
 
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+_SAFE = re.compile(r"[A-Za-z0-9._-]+")  # JAAS and --add-scram quote nothing: keep it so
+
+
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """A broker that wants SASL over TLS on its client port (a test of the service's
+    security settings).
+
+    The client listener is SASL_SSL with ``mechanisms`` for ``users`` (name ->
+    password): PLAIN users in its JAAS config, SCRAM users written to the metadata log
+    when the storage is formatted (``--add-scram``; a kept data dir keeps the users it
+    was formatted with). Its certificate and key are PEM (``ssl.keystore.type=PEM``),
+    the key unencrypted PKCS#8. With ``client_ca``, clients must also present a
+    certificate that CA signed (``ssl.client.auth=required``).
+
+    The controller, inter-broker traffic and the readiness check use PLAINTEXT
+    listeners on ``host`` (loopback in tests): a node talking to itself needs no
+    credentials, and readiness needs a Metadata answer, which the client listener only
+    gives after authentication.
+    """
+
+    certificate_chain: str
+    private_key: str = field(repr=False)
+    users: Mapping[str, str] = field(repr=False)  # name -> password
+    mechanisms: tuple[str, ...] = ("PLAIN", "SCRAM-SHA-512")
+    client_ca: str | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.mechanisms) - {"PLAIN", *SCRAM_MECHANISMS}
+        if unknown or not self.mechanisms:
+            raise BrokerError(f"unsupported SASL mechanisms: {sorted(unknown) or 'none'}")
+        for name, password in self.users.items():
+            if not (_SAFE.fullmatch(name) and _SAFE.fullmatch(password)):
+                raise BrokerError(
+                    f"SASL user {name!r}: use only [A-Za-z0-9._-] in names and passwords"
+                )
+
+    def scram_arguments(self) -> list[str]:
+        """``kafka-storage format`` arguments creating the SCRAM users."""
+        return [
+            arg
+            for mechanism in self.mechanisms
+            if mechanism in SCRAM_MECHANISMS
+            for name, password in self.users.items()
+            for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")
+        ]
+
+
+def secure_properties(
+    security: BrokerSecurity, host: str, port: int, internal_port: int, controller_port: int
+) -> dict[str, str]:
+    """What `server_properties` becomes with ``security``: CLIENT (SASL_SSL) on
+    ``port``, INTERNAL (PLAINTEXT) on ``internal_port``."""
+    prefix = "listener.name.client."
+    props = {
+        "listeners": (
+            f"CLIENT://{host}:{port},INTERNAL://{host}:{internal_port},"
+            f"CONTROLLER://{host}:{controller_port}"
+        ),
+        "advertised.listeners": f"CLIENT://{host}:{port},INTERNAL://{host}:{internal_port}",
+        "listener.security.protocol.map": (
+            "CLIENT:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        ),
+        "inter.broker.listener.name": "INTERNAL",
+        "sasl.enabled.mechanisms": ",".join(security.mechanisms),
+        f"{prefix}sasl.enabled.mechanisms": ",".join(security.mechanisms),
+        f"{prefix}ssl.keystore.type": "PEM",
+        f"{prefix}ssl.keystore.certificate.chain": security.certificate_chain.strip(),
+        f"{prefix}ssl.keystore.key": security.private_key.strip(),
+    }
+    for mechanism in security.mechanisms:
+        if mechanism == "PLAIN":
+            users = " ".join(f'user_{n}="{p}"' for n, p in security.users.items())
+            module = f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
+        else:  # SCRAM: the credentials are in the metadata log, the module needs none
+            module = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        props[f"{prefix}{mechanism.lower()}.sasl.jaas.config"] = module
+    if security.client_ca is not None:
+        props |= {
+            f"{prefix}ssl.truststore.type": "PEM",
+            f"{prefix}ssl.truststore.certificates": security.client_ca.strip(),
+            f"{prefix}ssl.client.auth": "required",
+        }
+    return props
+
+
+def _properties_text(props: Mapping[str, str]) -> str:
+    """A Java .properties file: a backslash and a line break in a value are escaped
+    (PEM certificates are multi-line)."""
+
+    def escape(value: str) -> str:
+        return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+    return "".join(f"{k}={escape(v)}\n" for k, v in props.items())
+
+
 class ApacheKafkaBroker(BrokerProcess):
     """One Apache Kafka node on ``host:port`` (a free port when ``port`` is None or 0),
     its controller on another free port.
 
     ``data_dir`` keeps the logs (and the configs written for the run) across restarts;
-    without one a temporary folder is used and removed on ``stop()``.
+    without one a temporary folder is used and removed on ``stop()``. ``security``:
+    SASL_SSL on the client port (``BrokerSecurity``).
     """
 
     name = "kafka"
@@ -216,9 +316,12 @@ class ApacheKafkaBroker(BrokerProcess):
         log_path: Path | None = None,
         data_dir: Path | None = None,
         pom: Path = POM,
+        security: BrokerSecurity | None = None,
     ) -> None:
         super().__init__(host, port, log_path)
         self.pom = pom
+        self.security = security
+        self._internal_port: int | None = None
         self._data_dir = data_dir
         self._own_dir: Path | None = None
         self._classpath: Path | None = None
@@ -258,8 +361,12 @@ class ApacheKafkaBroker(BrokerProcess):
         root.mkdir(parents=True, exist_ok=True)
         self._controller_port = self._controller_port_for(root)
         props = server_properties(self.host, port, self._controller_port, self.log_dir)
-        text = "".join(f"{k}={v}\n" for k, v in props.items())
-        (root / "server.properties").write_text(text)
+        if self.security is not None:
+            self._internal_port = free_port(self.host)
+            props |= secure_properties(
+                self.security, self.host, port, self._internal_port, self._controller_port
+            )
+        (root / "server.properties").write_text(_properties_text(props))
         (root / "log4j2.properties").write_text(_LOG4J2)
         if not (self.log_dir / "meta.properties").exists():
             self._format(root / "server.properties")
@@ -292,10 +399,30 @@ class ApacheKafkaBroker(BrokerProcess):
         """KRaft storage: a new cluster id, formatted once per data dir."""
         cmd = self._java("kafka.tools.StorageTool", "format", "-t")
         cmd = [*cmd, _random_cluster_id(), "-c", str(config)]
+        if self.security is not None:
+            cmd += self.security.scram_arguments()
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
             tail = (done.stdout + done.stderr).strip()[-3000:]
             raise BrokerError(f"kafka storage format failed (rc={done.returncode}):\n{tail}")
+
+    def _wait_ready(self, deadline: float) -> None:
+        if self.security is None or self._internal_port is None:
+            super()._wait_ready(deadline)
+            return
+        # The client listener refuses Metadata before authentication: the base class's
+        # check (the broker answers and advertises the port asked) runs against the
+        # PLAINTEXT internal listener, which Kafka opens together with the client's.
+        with self._probing(self._internal_port):
+            super()._wait_ready(deadline)
+
+    @contextlib.contextmanager
+    def _probing(self, port: int) -> Iterator[None]:
+        client_port, self._port = self._port, port
+        try:
+            yield
+        finally:
+            self._port = client_port
 
     def _command(self, port: int) -> tuple[Sequence[str], dict[str, str]]:
         assert self.data_dir is not None

@@ -15,6 +15,7 @@ import faust
 from models.errors import ConfigError
 from models.settings import Settings
 from streams.faust_private import new_transport
+from streams.kafka_security import faust_config
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ def app_config(settings: Settings) -> dict[str, Any]:
         "broker_session_timeout": settings.session_timeout_seconds,
         "broker_heartbeat_interval": settings.heartbeat_interval_seconds,
     }
+    # SASL and TLS (streams/kafka_security.py): Faust hands them to every aiokafka
+    # client it makes (consumer, producer, its admin for topic creation).
+    conf.update(faust_config(settings.kafka))
     if settings.broker_kind == "tansu":
         conf.update(
             # tansu holds a JoinGroup for half the session timeout: 10 s would cost

@@ -8,23 +8,36 @@ prepared and spawned.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import os
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import tempfile
 import time
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from models.errors import ProfitwatchError
 
-__all__ = ["BrokerError", "BrokerProcess", "free_port", "metadata_brokers"]
+__all__ = [
+    "BrokerError",
+    "BrokerProcess",
+    "ClosedByBroker",
+    "SaslLogin",
+    "SaslRefused",
+    "free_port",
+    "metadata_brokers",
+]
 
 _LOG_TAIL_BYTES = 4000
 _PORT_ATTEMPTS = 3  # only when the port was chosen by us: another process may grab it first
@@ -53,39 +66,92 @@ def port_free(host: str, port: int) -> bool:
         return True
 
 
+class ClosedByBroker(ConnectionError):
+    """The broker closed the connection instead of answering (a listener that wants
+    TLS or SASL first, or one that is shutting down)."""
+
+
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
         chunk = sock.recv(n - len(buf))
         if not chunk:
-            raise ConnectionError("connection closed by the broker")
+            raise ClosedByBroker("connection closed by the broker")
         buf += chunk
     return bytes(buf)
 
 
-def metadata_brokers(host: str, port: int, timeout: float) -> list[tuple[int, str, int]]:
-    """Send one Kafka Metadata v4 request (all topics); return the advertised brokers.
+def _connect(
+    host: str, port: int, timeout: float, ssl_context: ssl.SSLContext | None
+) -> socket.socket:
+    """A connection to ``host:port``; with a context, TLS, its handshake done (and the
+    broker's certificate checked) within the timeout."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    sock.settimeout(timeout)
+    if ssl_context is None:
+        return sock
+    try:
+        return ssl_context.wrap_socket(sock, server_hostname=host)
+    except BaseException:
+        sock.close()
+        raise
 
-    Hand-rolled on purpose: one round trip with a hard timeout, no client library
-    retries or API-version probing hiding how long it really took. Version 4 is the
-    oldest Kafka 4 still answers (KIP-896 removed 0-3) and tansu answers it too.
-    """
+
+def _round_trip(sock: socket.socket, api_key: int, version: int, body: bytes) -> bytes:
+    """One request (header v1) and its response's body (after the correlation id)."""
     client_id = b"profitwatch-probe"
     correlation_id = 1
-    # Request header v1 (api_key 3 = Metadata, version 4); body: topics = null (all),
-    # allow_auto_topic_creation = false.
-    request = struct.pack(">hhih", 3, 4, correlation_id, len(client_id)) + client_id
-    request += struct.pack(">ib", -1, 0)
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.settimeout(timeout)
-        sock.sendall(struct.pack(">i", len(request)) + request)
-        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
-        data = _recv_exact(sock, size)
-    # Response: correlation id, throttle_time_ms, then the brokers array.
-    got_id, _throttle, n_brokers = struct.unpack_from(">iii", data, 0)
+    request = struct.pack(">hhih", api_key, version, correlation_id, len(client_id)) + client_id
+    sock.sendall(struct.pack(">i", len(request) + len(body)) + request + body)
+    (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+    data = _recv_exact(sock, size)
+    (got_id,) = struct.unpack_from(">i", data, 0)
     if got_id != correlation_id:
-        raise ConnectionError(f"metadata response for correlation id {got_id}")
-    pos = 12
+        raise ConnectionError(f"response for correlation id {got_id}")
+    return data[4:]
+
+
+@dataclass(frozen=True)
+class SaslLogin:
+    """What the probe authenticates with on a SASL listener."""
+
+    mechanism: str  # PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+    username: str
+    password: str = field(repr=False)
+
+
+class SaslRefused(ProfitwatchError):
+    """The broker refused the SASL mechanism or the credentials: a wrong setting, not
+    a broker that is not there yet."""
+
+
+def metadata_brokers(
+    host: str,
+    port: int,
+    timeout: float,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    sasl: SaslLogin | None = None,
+) -> list[tuple[int, str, int]]:
+    """Send one Kafka Metadata v4 request (all topics); return the advertised brokers.
+    With ``ssl_context`` over TLS; with ``sasl``, after authenticating (a SASL
+    listener answers nothing else before): raises ``SaslRefused`` when the broker says
+    no.
+
+    Hand-rolled on purpose: one round trip (a few with SASL) with a hard timeout, no
+    client library retries or API-version probing hiding how long it really took, or
+    hiding why it failed (kafka-python 3.0 reports a refused login as "socket
+    disconnected"). Version 4 is the oldest Kafka 4 still answers (KIP-896 removed
+    0-3) and tansu answers it too.
+    """
+    with _connect(host, port, timeout, ssl_context) as sock:
+        if sasl is not None:
+            _sasl_login(sock, sasl)
+        # Body: topics = null (all), allow_auto_topic_creation = false.
+        data = _round_trip(sock, 3, 4, struct.pack(">ib", -1, 0))
+    # Response: throttle_time_ms, then the brokers array.
+    _throttle, n_brokers = struct.unpack_from(">ii", data, 0)
+    pos = 8
     brokers = []
     for _ in range(n_brokers):
         node_id, host_len = struct.unpack_from(">ih", data, pos)
@@ -96,6 +162,81 @@ def metadata_brokers(host: str, port: int, timeout: float) -> list[tuple[int, st
         pos += 6 + max(rack_len, 0)
         brokers.append((node_id, broker_host, broker_port))
     return brokers
+
+
+def _string(data: bytes, pos: int) -> tuple[str | None, int]:
+    (length,) = struct.unpack_from(">h", data, pos)
+    if length < 0:
+        return None, pos + 2
+    return data[pos + 2 : pos + 2 + length].decode(), pos + 2 + length
+
+
+def _sasl_login(sock: socket.socket, login: SaslLogin) -> None:
+    """SaslHandshake v1, then the mechanism's SaslAuthenticate v1 exchange."""
+    name = login.mechanism.encode()
+    data = _round_trip(sock, 17, 1, struct.pack(">h", len(name)) + name)
+    error, n = struct.unpack_from(">hi", data, 0)
+    enabled, pos = [], 6
+    for _ in range(max(n, 0)):
+        mechanism, pos = _string(data, pos)
+        enabled.append(mechanism or "")
+    if error == 34:  # ILLEGAL_SASL_STATE: a listener that does no SASL
+        raise SaslRefused("the listener does not do SASL")
+    if error != 0:  # 33, UNSUPPORTED_SASL_MECHANISM
+        raise SaslRefused(
+            f"SASL mechanism {login.mechanism} is not enabled "
+            f"(the listener enables: {', '.join(enabled) or 'none'})"
+        )
+    if login.mechanism == "PLAIN":  # RFC 4616: authzid NUL authcid NUL password
+        _authenticate(sock, f"\0{login.username}\0{login.password}".encode())
+    elif login.mechanism in _SCRAM_HASHES:
+        _scram(sock, login, _SCRAM_HASHES[login.mechanism])
+    else:
+        raise SaslRefused(f"SASL mechanism {login.mechanism} is not one the probe speaks")
+
+
+def _authenticate(sock: socket.socket, auth_bytes: bytes) -> bytes:
+    """One SaslAuthenticate v1 round trip: the broker's answer, or ``SaslRefused``."""
+    data = _round_trip(sock, 36, 1, struct.pack(">i", len(auth_bytes)) + auth_bytes)
+    (error,) = struct.unpack_from(">h", data, 0)
+    message, pos = _string(data, 2)
+    if error != 0:
+        raise SaslRefused(message or f"SaslAuthenticate error {error}")
+    (length,) = struct.unpack_from(">i", data, pos)
+    return data[pos + 4 : pos + 4 + max(length, 0)]
+
+
+_SCRAM_HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
+
+
+def _scram(sock: socket.socket, login: SaslLogin, digest: str) -> None:
+    """RFC 5802 (RFC 7677 for SHA-256), without channel binding; the password as
+    UTF-8, as Kafka's ScramFormatter takes it (no SASLprep)."""
+    nonce = base64.b64encode(os.urandom(24)).decode()
+    user = login.username.replace("=", "=3D").replace(",", "=2C")
+    client_first_bare = f"n={user},r={nonce}"
+    server_first = _authenticate(sock, f"n,,{client_first_bare}".encode()).decode()
+    attrs = dict(part.split("=", 1) for part in server_first.split(",") if "=" in part)
+    if "e" in attrs:
+        raise SaslRefused(f"SCRAM: {attrs['e']}")
+    if not attrs.get("r", "").startswith(nonce) or "s" not in attrs or "i" not in attrs:
+        raise SaslRefused(f"SCRAM: an unexpected server-first message {server_first!r}")
+    try:
+        salt, iterations = base64.b64decode(attrs["s"], validate=True), int(attrs["i"])
+    except ValueError:  # binascii.Error too
+        raise SaslRefused(f"SCRAM: an unexpected server-first message {server_first!r}") from None
+    client_final_bare = f"c=biws,r={attrs['r']}"
+    salted = hashlib.pbkdf2_hmac(digest, login.password.encode(), salt, iterations)
+    client_key = hmac.digest(salted, b"Client Key", digest)
+    stored_key = hashlib.new(digest, client_key).digest()
+    auth_message = f"{client_first_bare},{server_first},{client_final_bare}".encode()
+    signature = hmac.digest(stored_key, auth_message, digest)
+    proof = base64.b64encode(bytes(k ^ s for k, s in zip(client_key, signature, strict=True)))
+    server_final = _authenticate(sock, f"{client_final_bare},p={proof.decode()}".encode())
+    server_key = hmac.digest(salted, b"Server Key", digest)
+    expected = b"v=" + base64.b64encode(hmac.digest(server_key, auth_message, digest))
+    if not hmac.compare_digest(server_final, expected):  # the broker must know the password too
+        raise SaslRefused("SCRAM: the broker's final message does not prove the password")
 
 
 def terminate(proc: subprocess.Popen[bytes], grace: float) -> None:

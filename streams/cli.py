@@ -81,7 +81,9 @@ def cmd_worker(args: argparse.Namespace, faust_args: list[str]) -> int:
     )
     service = Service(settings)  # refuses settings it cannot honour, before any I/O
     wait_until_reachable(
-        settings.kafka_bootstrap_servers, give_up_after_s=settings.broker_wait_seconds
+        settings.kafka_bootstrap_servers,
+        security=settings.kafka,
+        give_up_after_s=settings.broker_wait_seconds,
     )
     ensure_topics(settings)  # refuses a co-partitioned topic of another partition count
     sys.argv = ["profitwatch worker", *worker_argv(faust_args)]

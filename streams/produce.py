@@ -18,7 +18,8 @@ from kafka import KafkaProducer
 
 from models.deadletter import dump_json
 from models.partitioner import record_key
-from models.settings import Settings
+from models.settings import KafkaSecurity, Settings
+from streams.kafka_security import kafka_python_config
 
 Record = tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]
 
@@ -46,9 +47,22 @@ def read_lines(lines: Iterable[bytes]) -> Iterator[Record]:
             yield to_kafka(jiter.from_json(line, float_mode="decimal"))
 
 
-def send_all(bootstrap: str, records: Iterable[Record], *, pace_s: float = 0.0) -> int:
-    """Send records; with `pace_s` each one is acknowledged before the next is sent."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), linger_ms=5, acks=1, retries=5)
+def send_all(
+    bootstrap: str,
+    records: Iterable[Record],
+    *,
+    pace_s: float = 0.0,
+    security: KafkaSecurity | None = None,
+) -> int:
+    """Send records; with `pace_s` each one is acknowledged before the next is sent.
+    `security`: the cluster's SASL/TLS settings (PLAINTEXT without)."""
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap.split(","),
+        linger_ms=5,
+        acks=1,
+        retries=5,
+        **kafka_python_config(security or KafkaSecurity()),
+    )
     n = 0
     try:
         for topic, key, value, headers in records:
@@ -68,9 +82,8 @@ def send_all(bootstrap: str, records: Iterable[Record], *, pace_s: float = 0.0) 
 
 
 def produce_file(path: str | Path, settings: Settings, *, pace_s: float = 0.0) -> int:
+    bootstrap, security = settings.kafka_bootstrap_servers, settings.kafka
     if str(path) == "-":
-        return send_all(
-            settings.kafka_bootstrap_servers, read_lines(sys.stdin.buffer), pace_s=pace_s
-        )
+        return send_all(bootstrap, read_lines(sys.stdin.buffer), pace_s=pace_s, security=security)
     with open(path, "rb") as f:
-        return send_all(settings.kafka_bootstrap_servers, read_lines(f), pace_s=pace_s)
+        return send_all(bootstrap, read_lines(f), pace_s=pace_s, security=security)

@@ -10,6 +10,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from models.settings import Settings
+from streams.kafka_security import kafka_python_config
 
 
 def as_line(topic: str, key: bytes | None, value: bytes | None) -> str:
@@ -34,6 +35,7 @@ def tail(
         bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
         enable_auto_commit=False,
         group_id=None,
+        **kafka_python_config(settings.kafka),
     )
     try:
         tps = [

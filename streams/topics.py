@@ -23,6 +23,7 @@ from kafka.errors import TopicAlreadyExistsError
 
 from models.errors import ConfigError
 from models.settings import Settings
+from streams.kafka_security import kafka_python_config
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
         bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
         client_id=f"{settings.app_id}-admin",
         request_timeout_ms=int(timeout_s * 1000),
+        **kafka_python_config(settings.kafka),
     )
     created: list[str] = []
     try:
