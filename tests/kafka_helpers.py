@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import struct
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -228,6 +230,12 @@ def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
     return {(tp.topic, tp.partition): meta.offset for tp, meta in got.items() if meta.offset >= 0}
 
 
+def committed_total(bootstrap: str, group: str, topics: Iterable[str]) -> int:
+    """The group's committed offsets summed over the partitions of ``topics``."""
+    wanted = set(topics)
+    return sum(v for tp, v in committed_offsets(bootstrap, group).items() if tp[0] in wanted)
+
+
 def wait_until_consumed(
     bootstrap: str, group: str, topics: Sequence[str], partitions: int, timeout_s: float
 ) -> dict[tuple[str, int], int]:
@@ -253,3 +261,21 @@ def wait_until_consumed(
             return ends
         time.sleep(0.5)
     raise AssertionError(f"the group {group} has not consumed everything: {behind}")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def accepts_connections(bootstrap: str) -> bool:
+    """Whether anything listens at ``host:port``."""
+    host, port = bootstrap.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=1.0).close()
+    except OSError:
+        return False
+    return True

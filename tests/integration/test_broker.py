@@ -21,26 +21,9 @@ from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from streams.apache_kafka import kafka_available
 from streams.broker import BrokerError, EmbeddedBroker, free_port
 from tests.brokers import docker_answers
-from tests.kafka_helpers import create_topics, produce, read_topic
+from tests.kafka_helpers import accepts_connections, create_topics, pid_alive, produce, read_topic
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _accepts_connections(bootstrap: str) -> bool:
-    host, port = bootstrap.rsplit(":", 1)
-    try:
-        socket.create_connection((host, int(port)), timeout=1.0).close()
-    except OSError:
-        return False
-    return True
 
 
 def _cluster(bootstrap: str) -> dict[str, object]:
@@ -74,7 +57,7 @@ def test_starts_on_a_free_port_and_answers_metadata() -> None:
     started = time.monotonic()
     with EmbeddedBroker() as broker:
         ready_s = time.monotonic() - started
-        assert broker.pid is not None and _pid_alive(broker.pid)
+        assert broker.pid is not None and pid_alive(broker.pid)
         host, port = broker.bootstrap.rsplit(":", 1)
         assert host == "127.0.0.1"
         assert broker.port == int(port)
@@ -90,7 +73,7 @@ def test_explicit_port_is_used() -> None:
     port = free_port()
     with EmbeddedBroker(port=port) as broker:
         assert broker.bootstrap == f"127.0.0.1:{port}"
-        assert _accepts_connections(broker.bootstrap)
+        assert accepts_connections(broker.bootstrap)
 
 
 def test_stop_kills_the_process_and_is_idempotent() -> None:
@@ -99,8 +82,8 @@ def test_stop_kills_the_process_and_is_idempotent() -> None:
     assert pid is not None
     broker.stop()
     assert broker.pid is None
-    assert not _pid_alive(pid)  # reaped, not a zombie
-    assert not _accepts_connections(bootstrap)
+    assert not pid_alive(pid)  # reaped, not a zombie
+    assert not accepts_connections(bootstrap)
     broker.stop()  # no error the second time
     broker.stop(grace=0.1)
     assert broker.pid is None
@@ -172,7 +155,7 @@ def test_a_broker_that_never_answers_times_out_and_is_killed(
     # 1 s of waiting, then up to 5 s of grace before SIGKILL.
     assert time.monotonic() - started < 8
     pid = int(pid_file.read_text())
-    assert not _pid_alive(pid)
+    assert not pid_alive(pid)
     assert broker.pid is None
 
 

@@ -25,7 +25,7 @@ from tests.integration.expectations import (
     split_referrals,
 )
 from tests.integration.worker import WorkerProcess, service_env, settings_from
-from tests.kafka_helpers import committed_offsets, end_offsets, wait_until_consumed
+from tests.kafka_helpers import committed_total, end_offsets, wait_until_consumed
 
 OUTAGE_S = 20.0
 
@@ -58,8 +58,7 @@ def test_the_worker_rides_out_a_broker_outage(unique: str, tmp_path: Path) -> No
         total = sum(end_offsets(broker.bootstrap, inputs, n).values())
 
         def committed() -> int:
-            got = committed_offsets(broker.bootstrap, settings.app_id)
-            return sum(v for tp, v in got.items() if tp[0] in inputs)
+            return committed_total(broker.bootstrap, settings.app_id, inputs)
 
         port = free_port()
         env = env | {"PROFITWATCH_WEB_PORT": str(port), "PROFITWATCH_COMMIT_INTERVAL_SECONDS": "1"}

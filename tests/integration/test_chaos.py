@@ -37,7 +37,7 @@ from tests.integration.expectations import (
 )
 from tests.integration.flow import FIGURES
 from tests.integration.worker import READY, WorkerProcess
-from tests.kafka_helpers import committed_offsets, end_offsets, wait_until_consumed
+from tests.kafka_helpers import committed_offsets, committed_total, end_offsets, wait_until_consumed
 
 CUSTOMERS = int(os.environ.get("PROFITWATCH_CHAOS_CUSTOMERS", "80"))
 # Under 180 days (2 x window_days): a redelivered id is always inside the dedupe
@@ -99,8 +99,7 @@ def test_sigkill_at_random_moments_changes_nothing(
     total = sum(end_offsets(kafka_bootstrap, sorted(inputs), n).values())
 
     def committed_inputs() -> int:
-        got = committed_offsets(kafka_bootstrap, settings.app_id)
-        return sum(v for tp, v in got.items() if tp[0] in inputs)
+        return committed_total(kafka_bootstrap, settings.app_id, inputs)
 
     port = free_port()
     data = tmp_path / "data"

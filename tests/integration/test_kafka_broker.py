@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,29 +18,12 @@ from kafka.admin import KafkaAdminClient
 from streams import apache_kafka
 from streams.apache_kafka import ApacheKafkaBroker, kafka_available, kafka_version
 from streams.broker_process import BrokerError, metadata_brokers
-from tests.kafka_helpers import create_topics, produce, read_topic
+from tests.kafka_helpers import accepts_connections, create_topics, pid_alive, produce, read_topic
 
 needs_kafka = pytest.mark.skipif(
     not kafka_available(), reason="Apache Kafka needs Java >= 17 and Maven (or its jars cached)"
 )
 pytestmark = pytest.mark.timeout(180)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _accepts(bootstrap: str) -> bool:
-    host, port = bootstrap.rsplit(":", 1)
-    try:
-        socket.create_connection((host, int(port)), timeout=1.0).close()
-    except OSError:
-        return False
-    return True
 
 
 def test_the_pom_pins_a_kafka_4_version() -> None:
@@ -55,7 +37,7 @@ def test_starts_on_a_free_port_advertises_it_and_stops_by_pid() -> None:
     broker = ApacheKafkaBroker()
     try:
         broker.start()
-        assert broker.pid is not None and _pid_alive(broker.pid)
+        assert broker.pid is not None and pid_alive(broker.pid)
         port = broker.port
         assert port is not None
         assert [(1, "127.0.0.1", port)] == metadata_brokers("127.0.0.1", port, 5.0)
@@ -64,7 +46,7 @@ def test_starts_on_a_free_port_advertises_it_and_stops_by_pid() -> None:
         pid = broker.pid
     finally:
         broker.stop()
-    assert not _pid_alive(pid)
+    assert not pid_alive(pid)
     assert not data_dir.exists()  # a temp data dir goes with the broker
     assert broker.pid is None
     broker.stop()  # idempotent
@@ -126,9 +108,9 @@ def test_profitwatch_broker_kind_kafka_prints_its_address_and_stops_on_ctrl_c(
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
         deadline = time.monotonic() + 10
-        while _accepts(bootstrap) and time.monotonic() < deadline:
+        while accepts_connections(bootstrap) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not _accepts(bootstrap), "the broker outlived the command"
+        assert not accepts_connections(bootstrap), "the broker outlived the command"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

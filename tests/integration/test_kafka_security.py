@@ -233,13 +233,7 @@ def test_a_plaintext_client_gets_nothing_from_the_sasl_ssl_port(
     # A worker left on PLAINTEXT says what is wrong and, told to give up, exits.
     env = service_env(secure_kafka.bootstrap, "kafka", unique, tmp_path / "data")
     env["PROFITWATCH_BROKER_WAIT_SECONDS"] = "2"
-    worker = WorkerProcess(env, tmp_path / "plaintext.log")
-    try:
-        worker.spawn()
-        assert worker.proc is not None
-        assert worker.proc.wait(30) == 2
-    finally:
-        worker.stop()
-    out = worker.output()
+    rc, out = WorkerProcess(env, tmp_path / "plaintext.log").run_to_exit(30)
+    assert rc == 2, out
     assert "does it want TLS or SASL? (kafka.security_protocol is PLAINTEXT)" in out, out
     assert READY not in out

@@ -28,14 +28,8 @@ def test_a_co_partitioned_topic_of_another_partition_count_stops_the_start(
     # Someone created the orders topic by hand, with 3 partitions: the service would
     # join a customer's orders and tickets on different partitions.
     create_topics(kafka_bootstrap, [settings.topics.orders], partitions=3)
-    worker = WorkerProcess(env, tmp_path / "worker.log")
-    try:
-        worker.spawn()
-        assert worker.proc is not None
-        assert worker.proc.wait(60) == 2
-    finally:
-        worker.stop()
-    out = worker.output()
+    rc, out = WorkerProcess(env, tmp_path / "worker.log").run_to_exit(60)
+    assert rc == 2, out
     assert f"topic {settings.topics.orders} has 3 partitions, the service needs 4" in out
     assert "Traceback" not in out
     assert "[^Worker]: Ready" not in out
@@ -72,14 +66,8 @@ def test_an_unreachable_broker_ends_the_start_when_told_to_give_up(
 ) -> None:
     env = service_env(f"127.0.0.1:{free_port()}", "kafka", unique, tmp_path / "data")
     env["PROFITWATCH_BROKER_WAIT_SECONDS"] = "2"
-    worker = WorkerProcess(env, tmp_path / "worker.log")
-    try:
-        worker.spawn()
-        assert worker.proc is not None
-        assert worker.proc.wait(30) == 2
-    finally:
-        worker.stop()
-    out = worker.output()
+    rc, out = WorkerProcess(env, tmp_path / "worker.log").run_to_exit(30)
+    assert rc == 2, out
     assert "profitwatch worker: Kafka at 127.0.0.1:" in out and "is unreachable after" in out
     assert "Traceback" not in out
 
@@ -122,14 +110,8 @@ def test_exactly_once_is_refused_at_start_up_with_the_reason(
     states and snapshots are not in: refused until it works (README, Guarantees)."""
     env = service_env(kafka_bootstrap, broker_kind, unique, tmp_path / "data")
     env["PROFITWATCH_PROCESSING_GUARANTEE"] = "exactly_once"
-    worker = WorkerProcess(env, tmp_path / "worker.log")
-    try:
-        worker.spawn()
-        assert worker.proc is not None
-        assert worker.proc.wait(60) == 2
-    finally:
-        worker.stop()
-    out = worker.output()
+    rc, out = WorkerProcess(env, tmp_path / "worker.log").run_to_exit(60)
+    assert rc == 2, out
     assert "profitwatch worker: processing_guarantee=exactly_once is not supported yet" in out
     assert "Traceback" not in out and "[^Worker]: Ready" not in out
     # nothing was created on the broker before the refusal

@@ -70,6 +70,17 @@ class WorkerProcess:
             )
         return offset
 
+    def run_to_exit(self, timeout_s: float = 60.0) -> tuple[int, str]:
+        """Start a worker expected to refuse to run: its exit code and its output.
+        Stopped by pid if it does not exit in time (and the wait then raises)."""
+        offset = self.spawn()
+        assert self.proc is not None
+        try:
+            rc = self.proc.wait(timeout_s)
+        finally:
+            self.stop()
+        return rc, self.output(offset)
+
     def output(self, offset: int = 0) -> str:
         return self.log_path.read_bytes()[offset:].decode("utf-8", "replace")
 
