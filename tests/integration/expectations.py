@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
+import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +126,36 @@ def settled(
     settle_referrals(bootstrap, settings, ref)
     worker.stop()
     return worker
+
+
+def wait_for_progress(committed: Callable[[], int], total: int, share: float = 0.1) -> int:
+    """Until `share` of what is left to commit (out of `total`) has been committed;
+    returns the committed count then (a moment mid-stream for a fault)."""
+    start = committed()
+    deadline = time.monotonic() + 120
+    now = start
+    while now - start < (total - start) * share and time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = committed()
+    return now
+
+
+def get_when_available(url: str, timeout_s: float = 60.0) -> Any:
+    """GET a JSON answer, waiting out 503s as their Retry-After says (a rebalance
+    can still be on when a stream is done: a dead member leaves at its session end)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            if err.code != 503 or time.monotonic() > deadline:
+                raise
+            time.sleep(min(float(err.headers.get("Retry-After") or 1), 5.0))
+
+
+def check_api_figures(port: int, exp: Expected) -> None:
+    """Every customer's figures through the worker's API equal replay's."""
+    for cid, figures in exp.figures().items():
+        got = get_when_available(f"http://127.0.0.1:{port}/customers/{cid}")
+        assert {k: got[k] for k in FIGURES} == figures, (port, cid)

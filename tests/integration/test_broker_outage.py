@@ -23,6 +23,7 @@ from tests.integration.expectations import (
     generated,
     settled,
     split_referrals,
+    wait_for_progress,
 )
 from tests.integration.worker import WorkerProcess, service_env, settings_from
 from tests.kafka_helpers import committed_total, end_offsets, wait_until_consumed
@@ -65,11 +66,7 @@ def test_the_worker_rides_out_a_broker_outage(unique: str, tmp_path: Path) -> No
         worker = WorkerProcess(env, tmp_path / "worker.log")
         workers.append(worker)
         worker.start(web=True)
-        start = committed()
-        deadline = time.monotonic() + 120
-        while committed() - start < (total - start) // 10 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        stopped_at = committed()
+        stopped_at = wait_for_progress(committed, total)
         assert stopped_at < total, "the backlog was done before the outage"
 
         broker.stop()

@@ -12,7 +12,6 @@ records, >= 10 kills): PROFITWATCH_CHAOS_CUSTOMERS, _DAYS, _KILLS and _SEED size
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -30,12 +29,12 @@ from streams.broker import free_port
 from streams.produce import send_all, to_kafka
 from tests.integration.expectations import (
     Expected,
+    check_api_figures,
     check_equal,
     generated,
     settled,
     split_referrals,
 )
-from tests.integration.flow import FIGURES
 from tests.integration.worker import READY, WorkerProcess
 from tests.kafka_helpers import committed_offsets, committed_total, end_offsets, wait_until_consumed
 
@@ -171,11 +170,7 @@ def test_sigkill_at_random_moments_changes_nothing(
     restored = WorkerProcess(fresh, tmp_path / "fresh.log")
     workers.append(restored)
     restored.start(web=True)
-    for cid, figures in exp.figures().items():
-        url = f"http://127.0.0.1:{fresh_port}/customers/{cid}"
-        with urllib.request.urlopen(url, timeout=30) as resp:
-            got = json.loads(resp.read())
-        assert {k: got[k] for k in FIGURES} == figures, cid
+    check_api_figures(fresh_port, exp)
 
     # A killed lifetime's counters cannot be read after the kill; at its last scrape
     # they covered at least every record it had committed by then (it reads from the

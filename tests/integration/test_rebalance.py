@@ -5,10 +5,6 @@ by every surviving worker (its own, or routed to the owner)."""
 
 from __future__ import annotations
 
-import json
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +14,15 @@ from streams.broker import free_port
 from streams.produce import send_all, to_kafka
 from tests.integration.expectations import (
     Expected,
+    check_api_figures,
     check_equal,
     generated,
     settled,
     split_referrals,
+    wait_for_progress,
 )
-from tests.integration.flow import FIGURES
 from tests.integration.worker import WorkerProcess
 from tests.kafka_helpers import committed_total, end_offsets, wait_until_consumed
-
-
-def _get_when_available(url: str, timeout_s: float = 60.0) -> Any:
-    """GET a JSON answer, waiting out 503s as their Retry-After says."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=30) as resp:
-                return json.loads(resp.read())
-        except urllib.error.HTTPError as err:
-            if err.code != 503 or time.monotonic() > deadline:
-                raise
-            time.sleep(min(float(err.headers.get("Retry-After") or 1), 5.0))
 
 
 def _assigned(log: str) -> int:
@@ -79,12 +63,8 @@ def test_a_worker_joining_and_one_killed_mid_stream_change_nothing(
     (a, _), (b, b_port), (c, c_port) = worker("a"), worker("b"), worker("c")
     a.start(web=True)
     b.start(web=True)
-    start = committed()
     # The third joins once the two have made progress, well before the end.
-    deadline = time.monotonic() + 120
-    while committed() - start < (total - start) // 10 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    joined_at = committed()
+    joined_at = wait_for_progress(committed, total)
     c.start(web=True)  # ready: the rebalance it caused is over
     # Then one of the first two dies, at once, again mid-stream.
     killed_at = committed()
@@ -102,9 +82,7 @@ def test_a_worker_joining_and_one_killed_mid_stream_change_nothing(
     # come after the stream is done: then the survivors answer 503 with Retry-After
     # for a moment, and a client waits as told.
     for port in (b_port, c_port):
-        for cid, figures in exp.figures().items():
-            got = _get_when_available(f"http://127.0.0.1:{port}/customers/{cid}")
-            assert {k: got[k] for k in FIGURES} == figures, (port, cid)
+        check_api_figures(port, exp)
     print(
         f"\nrebalance: {total} input records; third worker joined at {joined_at}, "
         f"one killed at {killed_at}; alerts of {compared} customers compared"
