@@ -160,6 +160,7 @@ def main() -> int:
         help="input records profiled in a second service run (0: no profile)",
     )
     args = p.parse_args()
+    e2e.exit_on_sigterm()
     print(f"machine: {machine()}")
     if args.only in (None, "engine"):
         print_engine(args)

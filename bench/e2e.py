@@ -114,6 +114,12 @@ def env_for(s: Settings) -> dict[str, str]:
     return env
 
 
+def exit_on_sigterm() -> None:
+    """Take SIGTERM as SystemExit, so the `finally` blocks stop, by pid, the brokers and
+    workers a run started (by default the signal ends Python without running them)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
 class Proc:
     """A worker subprocess in its own session, always stopped by its pid."""
 

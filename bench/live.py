@@ -26,7 +26,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.e2e import Proc, env_for, partitions_of, run_settings
+from bench.e2e import Proc, env_for, exit_on_sigterm, partitions_of, run_settings
 from models.generator import GeneratorConfig, generate_records
 from models.settings import Settings, Topics
 from streams.apache_kafka import kafka_available
@@ -139,6 +139,7 @@ def main() -> int:
     p.add_argument("--baseline", metavar="REV")
     p.add_argument("--brokers", default="tansu,kafka")
     args = p.parse_args()
+    exit_on_sigterm()
     n = int(args.rate * args.seconds)
     print(f"machine: {machine()}")
     known: tuple[BrokerKind, ...] = ("tansu", "kafka")

@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.e2e import Proc, env_for, run_settings, worker_argv
+from bench.e2e import Proc, env_for, exit_on_sigterm, run_settings, worker_argv
 from streams.apache_kafka import kafka_available
 from streams.broker import BrokerKind, make_broker
 from streams.topics import ensure_topics
@@ -84,6 +84,7 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--brokers", default="tansu,kafka")
     args = p.parse_args()
+    exit_on_sigterm()
     results = []
     known: tuple[BrokerKind, ...] = ("tansu", "kafka")
     for kind in (k for k in known if k in args.brokers.split(",")):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -32,6 +33,16 @@ import pytest
 from streams.apache_kafka import ApacheKafkaBroker, kafka_available
 from streams.broker import EmbeddedBroker
 from tests.brokers import BrokerKind, KafkaUnderTest, describe, planned_broker
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # SIGTERM (a CI runner giving up, `kill`) would end Python without tearing down
+    # fixtures, leaving the brokers and workers they started running: take it as an
+    # interrupt, so pytest tears down as on Ctrl-C and everything is stopped by pid.
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
