@@ -49,9 +49,10 @@ bench: install
 	$(BIN)/python -m bench
 
 # The full chaos run (tests/integration/test_chaos.py; `make test` runs a small one):
-# ~22,000 records, 12 SIGKILLs at seeded moments. PROFITWATCH_CHAOS_SEED varies them.
+# ~27,000 records over 420 days, 12 SIGKILLs at seeded moments. PROFITWATCH_CHAOS_SEED
+# varies them.
 chaos: install
-	PROFITWATCH_CHAOS_CUSTOMERS=220 PROFITWATCH_CHAOS_KILLS=12 \
+	PROFITWATCH_CHAOS_CUSTOMERS=90 PROFITWATCH_CHAOS_KILLS=12 \
 	  $(BIN)/pytest -s -p no:cacheprovider tests/integration/test_chaos.py
 
 # The full fuzz run: 100,000 mutated records through the processor and replay

@@ -28,6 +28,7 @@ Layout of version 1 (short keys, because every applied event writes this value):
         status, as_of, trigger id or null, trailing "amounts", lifetime "amounts",
         previous-window revenue] (statuses and kind as indexes); optional, so states
         written before it existed still load
+    O   applied positions: {source topic-partition: highest offset}; optional too
 """
 
 from __future__ import annotations
@@ -333,6 +334,8 @@ def to_dict(s: CustomerState, *, memo: bool = True) -> dict[str, Any]:
             ]
             for k in s.recent_alerts
         ]
+    if s.positions:
+        out["O"] = s.positions
     return out
 
 
@@ -378,6 +381,10 @@ def from_dict(d: dict[str, Any]) -> CustomerState:
                 )
             ],
         )
+        positions = d.get("O", {})
+        if not isinstance(positions, dict) or not all(type(v) is int for v in positions.values()):
+            raise ValueError("positions must map topic-partitions to offsets")
+        s.positions = dict(positions)
         if len(s.lifetime) != N_COMPONENTS or len(s.trailing) != N_COMPONENTS:
             raise ValueError("component vectors must have 8 entries")
         flat = d.get("B", ())

@@ -107,6 +107,12 @@ class CustomerState:
     # query API answers from state, and a redelivered trigger re-sends its alert. Kept
     # as the inputs of `build_alert` (~200 bytes encoded), not as the ~1 KB message.
     recent_alerts: list[KeptAlert] = field(default_factory=list)
+    # Per source topic-partition, the highest offset whose record was applied to this
+    # customer: the transport's de-duplication, which unlike `seen` never expires (a
+    # record redelivered after a crash can come after its id was forgotten, when a
+    # fast backfill moves the customer two windows on within one commit interval).
+    # Set and read by streams.processor only; replay has no offsets.
+    positions: dict[str, int] = field(default_factory=dict)
     # models.codec's memo of this state's encoding (not state: never compared or
     # encoded). It relies on two habits of this module and the engine: `seen` only
     # grows at the end and shrinks at the front, and a bucket list is replaced, never

@@ -18,6 +18,18 @@ Internal topic records (JSON, key = target customer id):
     {"k": "link",   "referred", "referrer", "at", "id"}             referral -> referred
     {"k": "credit", "id", "referrer", "amount", "at"}               credit -> referrer
     {"k": "sweep",  "as_of"}                                        sweep this partition
+The first three also carry "src": [source, offset], where the record they come from
+was consumed (see Positions).
+
+Positions. Every record applied to a customer comes down one first-in-first-out path
+from a source topic-partition: its own input partition ("order/3"), or through the
+internal topic from the partition where the record that caused it was consumed
+("~order/1" for a re-keyed order, "~internal/2" for a credit of an order consumed
+there). Each path delivers in offset order, so the state keeps the highest applied
+offset per path (`CustomerState.positions`), and a record at or below it is one the
+transport delivered again: a duplicate, even when its id has expired from `seen`
+(ids are kept for two windows of the customer's event time, which a fast backfill
+can cover between a record's application and its redelivery after a crash).
 """
 
 from __future__ import annotations
@@ -50,6 +62,8 @@ log = logging.getLogger(__name__)
 Headers = list[tuple[str, bytes]]
 # An input record judged: its event and event time (epoch µs), or its rejection.
 Decoded = tuple[Event, int] | RejectedRecord
+# Where a record was consumed: (source topic-partition, offset); see Positions.
+Position = tuple[str, int]
 # send(topic, key, value, headers, partition)
 Send = Callable[[str, bytes | None, bytes, Headers | None, int | None], None]
 
@@ -66,6 +80,25 @@ def _record_id(record: Event | ReferralLink | ReferralCredit) -> str:
     if isinstance(record, ReferralCredit):
         return record.credit_id
     return record.event_id
+
+
+def _remembered(state: CustomerState, record: Event | ReferralLink | ReferralCredit) -> bool:
+    """Does the state still know the record by its id (so the engine's duplicate path,
+    which re-forwards and re-sends, applies)? A link: always, once linked."""
+    if isinstance(record, ReferralLink):
+        return state.referred_by is not None
+    return _record_id(record) in state.seen
+
+
+def _path(rec: dict[str, Any]) -> Position | None:
+    """The path of an internal record (see Positions); None for one written before."""
+    src = rec.get("src")
+    if src is None:
+        return None
+    source, offset = src
+    if not isinstance(source, str) or type(offset) is not int:
+        raise ValueError(f"malformed src {src!r}")
+    return ("~" + source, offset)
 
 
 def _dumps(value: dict[str, Any]) -> bytes:
@@ -93,6 +126,7 @@ class Processor:
         self.send = send
         self.clock = clock
         self.partitions = settings.partitions
+        self._kind_of = settings.topics.input_kinds()
         # Decoded states of this worker's customers. Without coalescing every change is
         # written through to the table; with it (the service) a changed state is held
         # here until the next flush (see `coalesce` below). Dropped, after a flush,
@@ -161,13 +195,19 @@ class Processor:
         else:
             event, at = decoded
             cid = event.customer_id.encode("utf-8")
+            source = f"{self._kind_of[topic]}/{partition}"
             if key != cid or partition != partition_for(cid, self.partitions):
                 # The key is not trusted: re-key by the customer in the value.
-                envelope = {"k": "event", "topic": topic, "value": raw.decode("utf-8")}
+                envelope = {
+                    "k": "event",
+                    "topic": topic,
+                    "value": raw.decode("utf-8"),
+                    "src": [source, offset],
+                }
                 self.send(self.topics.internal, cid, _dumps(envelope), None, None)
                 self.outcomes[(topic, "rekeyed")] += 1
             else:
-                self._apply(topic, cid, event, at)
+                self._apply(topic, cid, event, at, (source, offset), (source, offset))
         if self.metrics is not None:
             self.metrics.processing.observe(perf_counter() - started)
 
@@ -177,16 +217,19 @@ class Processor:
         try:
             rec = json.loads(value)
             kind = rec["k"]
+            here = (f"internal/{partition}", offset)
             if kind == "event":
-                self._on_rekeyed(rec, partition, offset, key)
+                self._on_rekeyed(rec, partition, offset, key, _path(rec), here)
             elif kind == "link":
                 link = ReferralLink(rec["referred"], rec["referrer"], int(rec["at"]), rec["id"])
-                self._apply(topic, link.referred_id.encode("utf-8"), link)
+                self._apply(topic, link.referred_id.encode("utf-8"), link, None, _path(rec), here)
             elif kind == "credit":
                 credit = ReferralCredit(
                     rec["id"], rec["referrer"], Decimal(rec["amount"]), int(rec["at"])
                 )
-                self._apply(topic, credit.referrer_id.encode("utf-8"), credit)
+                self._apply(
+                    topic, credit.referrer_id.encode("utf-8"), credit, None, _path(rec), here
+                )
             elif kind == "sweep":
                 self.sweep_partition(partition, int(rec["as_of"]))
             else:
@@ -199,7 +242,13 @@ class Processor:
             self._reject(rej, topic, partition, offset, key, value)
 
     def _on_rekeyed(
-        self, rec: dict[str, Any], partition: int, offset: int, key: bytes | None
+        self,
+        rec: dict[str, Any],
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        path: Position | None,
+        here: Position,
     ) -> None:
         topic, raw = rec["topic"], rec["value"].encode("utf-8")
         try:
@@ -210,7 +259,7 @@ class Processor:
         cid = event.customer_id.encode("utf-8")
         if partition != partition_for(cid, self.partitions):
             raise ValueError("re-keyed record on the wrong partition (partition counts differ?)")
-        self._apply(topic, cid, event, at)
+        self._apply(topic, cid, event, at, path, here)
 
     # ---- state -------------------------------------------------------------------------
 
@@ -250,13 +299,30 @@ class Processor:
         topic: str,
         cid: bytes,
         record: Event | ReferralLink | ReferralCredit,
-        at: int | None = None,
+        at: int | None,
+        path: Position | None,
+        here: Position,
     ) -> None:
+        """Apply a record that came down `path` (None: an internal record from before
+        paths, de-duplicated by id only), consumed at `here` (the source of whatever it
+        forwards)."""
         state = self.state(cid)
-        if isinstance(record, (ReferralLink, ReferralCredit)):
+        if (
+            path is not None
+            and path[1] <= state.positions.get(path[0], -1)
+            and not _remembered(state, record)
+        ):
+            # Delivered again after its id expired: applied already (see Positions).
+            # Whether it forwarded went with the id, so nothing is forwarded again: a
+            # forward is lost only if a crash dropped it while the state's changelog
+            # record landed, in a span that also outlived the id.
+            result = StepResult("duplicate")
+        elif isinstance(record, (ReferralLink, ReferralCredit)):
             result = self.model.apply(state, record)
         else:
             result = self.model.apply_event(state, record, at)
+        if result.outcome == "applied" and path is not None:
+            state.positions[path[0]] = max(path[1], state.positions.get(path[0], -1))
         self.outcomes[(topic, result.outcome)] += 1
         if result.outcome == "duplicate" and state.recent_alerts:
             self._resend_alerts(cid, state, _record_id(record))
@@ -272,7 +338,7 @@ class Processor:
             # this the changelog keeps the older state, and so does whichever worker
             # restores the partition from it next. Duplicates are rare outside crashes.
             self._changed_state(cid, state)
-        self._emit(cid, state, result)
+        self._emit(cid, state, result, here)
 
     def _resend_alerts(self, cid: bytes, state: CustomerState, record_id: str) -> None:
         """A redelivered record re-sends the alert it triggered: the state (with the
@@ -294,7 +360,7 @@ class Processor:
             self._statuses[state.status] += 1
             self._status_of[cid] = state.status
 
-    def _emit(self, cid: bytes, state: CustomerState, result: StepResult) -> None:
+    def _emit(self, cid: bytes, state: CustomerState, result: StepResult, here: Position) -> None:
         if result.alert is not None:
             self.alerts[result.alert.kind] += 1
             self.send(self.topics.alerts, cid, _dumps(result.alert.to_wire()), None, None)
@@ -314,6 +380,7 @@ class Processor:
                 "referrer": fwd.referrer_id,
                 "at": fwd.occurred_at,
                 "id": fwd.event_id,
+                "src": list(here),
             }
         else:
             target = fwd.referrer_id
@@ -323,6 +390,7 @@ class Processor:
                 "referrer": fwd.referrer_id,
                 "amount": format(fwd.amount, "f"),  # plain notation, exact
                 "at": fwd.occurred_at,
+                "src": list(here),
             }
         self.send(self.topics.internal, target.encode("utf-8"), _dumps(rec), None, None)
 

@@ -93,6 +93,8 @@ async def test_internal_agent_links_and_credits(service: Any) -> None:
             "referrer": "a",
             "amount": "10",
             "at": credits[0]["at"],
+            # Where the order it comes from was consumed: the second internal record.
+            "src": [f"internal/{partition_for(b'b', svc.settings.partitions)}", 1],
         }
     ]
 

@@ -121,6 +121,54 @@ def test_duplicates_resend_the_snapshot_but_change_nothing() -> None:
     assert h.p.outcomes[("orders", "duplicate")] == 1
 
 
+def test_a_record_redelivered_after_its_id_expired_is_still_a_duplicate() -> None:
+    # A fast backfill can move a customer two windows on (2 x 90 days) between a
+    # record's application and its redelivery after a crash: `seen` has forgotten the
+    # id by then; the customer's position on the partition has not.
+    h = Harness()
+    topic, value = order("c1", "2026-01-05", 100, 40, event_id="early")
+    h.feed(topic, value)
+    early_offset = h.offset
+    h.feed(*order("c1", "2026-09-01", 10, 4, event_id="late"))
+    before = codec.loads(h.table[b"c1"])
+    assert "early" not in before.seen
+    part = partition_for(b"c1", h.settings.partitions)
+    h.p.on_input(topic, part, early_offset, b"c1", dump_json(value).encode())
+    after = codec.loads(h.table[b"c1"])
+    assert after.lifetime == before.lifetime and after.events_applied == 2
+    assert h.p.outcomes[("orders", "duplicate")] == 1
+    assert after.positions == {f"order/{part}": early_offset + 1}
+    # The same id at a new offset is an upstream re-send, not Kafka's: the contract
+    # remembers ids for two windows only, so it is applied, as replay applies it.
+    h.feed(topic, value)
+    assert h.p.outcomes[("orders", "applied")] == 3
+
+
+def test_a_credit_sent_again_after_its_id_expired_is_still_a_duplicate() -> None:
+    h = Harness()
+    h.feed(*referral("a", "2026-01-10", "b"))
+    h.pump()
+    topic, value = order("b", "2026-01-15", 1000, 600, commission=50, event_id="ob")
+    h.feed(topic, value)
+    order_offset = h.offset
+    h.pump()
+    h.feed(*sales("a", "2026-09-01", 1, event_id="sa"))  # the referrer moves on
+    before = codec.loads(h.table[b"a"])
+    assert before.lifetime[7] == 35 and "ob:referral" not in before.seen
+    # The order is redelivered (b still knows it): it sends its credit again, a new
+    # internal record down the same path, which the referrer knows by position.
+    b_part = partition_for(b"b", h.settings.partitions)
+    h.p.on_input(topic, b_part, order_offset, b"b", dump_json(value).encode())
+    assert [json.loads(v)["k"] for t, _, v, _, _ in h.sent if t == h.settings.topics.internal] == [
+        "credit"
+    ]
+    h.pump()
+    after = codec.loads(h.table[b"a"])
+    assert after.lifetime == before.lifetime
+    assert h.p.outcomes[(h.settings.topics.internal, "duplicate")] == 1
+    assert after.positions[f"~order/{b_part}"] == order_offset
+
+
 def test_a_redelivered_trigger_resends_its_alert_with_the_same_id() -> None:
     # A crash can leave the state (with the record applied) in the changelog and the
     # alert not in its topic; the redelivered record is a duplicate, and re-sends it.

@@ -51,7 +51,7 @@ def test_the_worker_rides_out_a_broker_outage(unique: str, tmp_path: Path) -> No
         ensure_topics(settings)
         inputs = sorted(settings.topics.input_kinds())
         n = settings.partitions
-        records = generated(200, 170, 53, settings)  # under 2 x window_days: see test_chaos
+        records = generated(200, 170, 53, settings)
         ref, rest = split_referrals(records, settings)
         exp = Expected(settings).phase(ref).phase(rest)
         workers.append(settled(broker.bootstrap, env, settings, tmp_path / "w0.log", ref))

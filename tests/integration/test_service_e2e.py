@@ -53,10 +53,6 @@ def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(
     broker_and_service: tuple[str, str, Any], kafka_log_dir: Path | None, tmp_path: Path
 ) -> None:
     kafka_bootstrap, kind, (env, settings, workers) = broker_and_service
-    # Under 180 days of history: every redelivered id is inside the dedupe horizon
-    # (2 x window_days of the customer's as_of, spec section 7). Produced at full speed,
-    # topics race ahead of each other by months of event time, and a longer history
-    # would let a redelivered old event fall outside it.
     # With referrals: credits cross partitions through the internal topic and must
     # survive the crash too (a credit was once lost here: Faust committed before its
     # producer buffer was drained; see streams/app.py).

@@ -41,12 +41,23 @@ def test_state_round_trip_is_exact_and_compact() -> None:
         b'{"v": 99}',
         b'{"v": 1, "c": "x"}',
         b'{"v":1,"c":"x","s":9,"n":0,"k":0,"L":[],"T":[],"P":0}',
+        b'{"v":1,"c":"x","s":0,"n":0,"k":0,"L":[0,0,0,0,0,0,0,0],"T":[0,0,0,0,0,0,0,0],'
+        b'"P":0,"O":{"order/1":"7"}}',
     ],
 )
 def test_unreadable_state_is_a_state_format_error(raw: bytes) -> None:
     with pytest.raises(StateFormatError) as exc:
         codec.loads(raw)
     assert isinstance(exc.value, ProfitwatchError)
+
+
+def test_applied_positions_round_trip_and_are_optional() -> None:
+    r, _ = run([order("a", "2026-01-05", 100, 60)])
+    s = r.states["a"]
+    assert s.positions == {}  # replay has no offsets
+    assert "O" not in json.loads(codec.dumps(s))  # states written before still load
+    s.positions = {"order/1": 7, "~internal/3": 12}
+    assert codec.loads(codec.dumps(s)).positions == {"order/1": 7, "~internal/3": 12}
 
 
 def test_defaults_are_the_spec_defaults() -> None:
