@@ -7,7 +7,7 @@ Only the two latency histograms are observed per record.
 
 - profitwatch_input_records_total{topic, outcome}: outcome is applied, duplicate,
   stale, rejected or rekeyed (a re-keyed record is counted again, with its final
-  outcome, under the internal topic);
+  outcome, under its input topic when it comes back through the internal topic);
 - profitwatch_rejected_records_total{topic, code};
 - profitwatch_alerts_total{kind}, and profitwatch_alerts_resent_total{kind}: alerts sent
   again, same alert_id, because the record that triggered them was redelivered;
