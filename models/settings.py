@@ -203,6 +203,10 @@ class Settings(BaseSettings):
     max_future_skew_seconds: int = Field(default=300, ge=0)
     max_payload_bytes: int = Field(default=65536, ge=1)
     sweep_interval_seconds: float = Field(default=60, ge=0)
+    # A sweep re-evaluates a partition's customers this many per internal record, the
+    # rest after a continuation record: the event loop (heartbeats, the API) never
+    # waits for a whole partition (seconds at 10,000 customers of large states).
+    sweep_batch_customers: int = Field(default=500, ge=1)
     # The order of application (section 9): how long a caught-up queue waits for late
     # producers, and how long a queue whose partition's end offset is ahead waits for a
     # record that does not come (transaction markers, compacted gaps).

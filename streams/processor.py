@@ -17,7 +17,7 @@ Internal topic records (JSON, key = target customer id):
     {"k": "event",  "topic": input topic, "value": raw value text}   re-keyed input
     {"k": "link",   "referred", "referrer", "at", "id"}             referral -> referred
     {"k": "credit", "id", "referrer", "amount", "at"}               credit -> referrer
-    {"k": "sweep",  "as_of"}                                        sweep this partition
+    {"k": "sweep",  "as_of"[, "after"]}                             sweep this partition
 The first three also carry "src": [source, offset], where the record they come from
 was consumed (see Positions).
 
@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
@@ -159,6 +160,8 @@ class Processor:
         self._index: dict[bytes, IndexEntry] = {}
         self._changed: set[bytes] = set()
         self._indexed = False  # has the index seen every key of the table yet?
+        # Per internal partition, the sweep under way: (as_of, its customers, sorted).
+        self._sweep_keys: dict[int, tuple[int, list[bytes]]] = {}
 
     # ---- inputs ----------------------------------------------------------------------
 
@@ -231,7 +234,10 @@ class Processor:
                     topic, credit.referrer_id.encode("utf-8"), credit, None, _path(rec), here
                 )
             elif kind == "sweep":
-                self.sweep_partition(partition, int(rec["as_of"]))
+                after = rec.get("after")
+                self.sweep_slice(
+                    partition, int(rec["as_of"]), None if after is None else str(after)
+                )
             else:
                 raise ValueError(f"unknown internal record kind {kind!r}")
         except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
@@ -460,10 +466,34 @@ class Processor:
     # ---- sweep -------------------------------------------------------------------------
 
     def sweep_partition(self, partition: int, as_of: int) -> int:
-        """Re-evaluate every customer of one partition at `as_of` (spec section 4)."""
+        """Re-evaluate every customer of one partition at `as_of` (spec section 4), in
+        one go (replay-like callers and tests); how many."""
+        return self._sweep(partition, as_of, self._keys_of(partition))
+
+    def sweep_slice(self, partition: int, as_of: int, after: str | None) -> int:
+        """One slice of a partition's sweep: the next `sweep_batch_customers` customers
+        after `after` (None: from the first), then a continuation record for the rest,
+        to the same internal partition, so other records run in between."""
+        keys = self._sweep_keys.get(partition)
+        if after is None or keys is None or keys[0] != as_of:
+            keys = (as_of, self._keys_of(partition))  # listed once per sweep
+            self._sweep_keys[partition] = keys
+        listed = keys[1]
+        start = 0 if after is None else bisect_right(listed, after.encode("utf-8"))
+        batch = listed[start : start + self.settings.sweep_batch_customers]
+        swept = self._sweep(partition, as_of, batch)
+        if start + len(batch) < len(listed):
+            last = batch[-1].decode("utf-8")
+            rec = _dumps({"k": "sweep", "as_of": as_of, "after": last})
+            self.send(self.topics.internal, None, rec, None, partition)
+        else:
+            self._sweep_keys.pop(partition, None)
+        return swept
+
+    def _sweep(self, partition: int, as_of: int, keys: Iterable[bytes]) -> int:
         swept = 0
         started = perf_counter()
-        for cid in self._keys_of(partition):
+        for cid in keys:
             state = self.state(cid)
             before = (state.as_of, state.status, state.below_since, state.day)
             result = self.model.sweep(state, as_of)
@@ -479,7 +509,7 @@ class Processor:
             self.metrics.sweep.observe(perf_counter() - started)
         return swept
 
-    def _keys_of(self, partition: int) -> Iterable[bytes]:
+    def _keys_of(self, partition: int) -> list[bytes]:
         keys = set(self.table.keys()) | set(self.cache)
         return sorted(k for k in keys if partition_for(k, self.partitions) == partition)
 
@@ -491,6 +521,7 @@ class Processor:
         owed, drop the cache."""
         self.flush()
         self.cache.clear()
+        self._sweep_keys.clear()
         self._statuses.clear()
         self._status_of.clear()
         self._index.clear()

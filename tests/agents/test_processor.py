@@ -210,6 +210,28 @@ def test_sweep_runs_per_partition() -> None:
     assert codec.loads(h.table[b"c1"]).as_of == may
 
 
+def test_a_sweep_goes_in_slices_with_continuation_records() -> None:
+    # A whole partition at once blocks the event loop for seconds with many customers:
+    # each internal record sweeps `sweep_batch_customers`, then asks for the rest.
+    h = Harness(Settings(sweep_batch_customers=2))
+    part = partition_for(b"c1", h.settings.partitions)
+    ids = [f"c{i}" for i in range(60) if partition_for(f"c{i}".encode(), 4) == part][:5]
+    for cid in ids:
+        h.feed(*order(cid, "2026-01-05", 1000, 100))
+    h.sent.clear()
+    may = to_us(_timestamp("2026-05-01T00:00:00Z"))
+    h.p.on_internal(part, 1000, None, h.p.sweep_request(may))
+    continuations = []
+    while pending := [s for s in h.sent if s[0] == h.settings.topics.internal]:
+        h.sent = [s for s in h.sent if s[0] != h.settings.topics.internal]
+        (_, key, value, _, partition), *more = pending
+        assert not more and key is None and partition == part  # one, to the same partition
+        continuations.append(json.loads(value)["after"])
+        h.p.on_internal(part, 1000 + len(continuations), None, value)
+    assert continuations == sorted(ids)[1:4:2]  # after the 2nd and the 4th
+    assert all(codec.loads(h.table[c.encode()]).as_of == may for c in ids)
+
+
 def test_coalesced_states_and_snapshots_are_written_once_per_customer_at_a_flush() -> None:
     h = Harness()
     h.p.coalesce = True
