@@ -91,6 +91,19 @@ def _remembered(state: CustomerState, record: Event | ReferralLink | ReferralCre
     return _record_id(record) in state.seen
 
 
+def _origin(path: Position | None, here: Position) -> Position:
+    """The `src` of what a record forwards: its own path, so that every copy of one
+    forward (re-sent after a crash, or its cause re-keyed twice) names one position.
+    Through the internal topic the route joins the key: records of one source reach
+    the receiver in source order only per internal partition they passed."""
+    if path is None:
+        return here
+    source, offset = path
+    if source.startswith("~"):
+        return (f"{source[1:]}@{here[0]}", offset)
+    return path
+
+
 def _path(rec: dict[str, Any]) -> Position | None:
     """The path of an internal record (see Positions); None for one written before."""
     src = rec.get("src")
@@ -310,14 +323,10 @@ class Processor:
         here: Position,
     ) -> None:
         """Apply a record that came down `path` (None: an internal record from before
-        paths, de-duplicated by id only), consumed at `here` (the source of whatever it
-        forwards)."""
+        paths, de-duplicated by id only), consumed at `here`."""
         state = self.state(cid)
-        if (
-            path is not None
-            and path[1] <= state.positions.get(path[0], -1)
-            and not _remembered(state, record)
-        ):
+        again = path is None or path[1] <= state.positions.get(path[0], -1)
+        if path is not None and again and not _remembered(state, record):
             # Delivered again after its id expired: applied already (see Positions).
             # Whether it forwarded went with the id, so nothing is forwarded again: a
             # forward is lost only if a crash dropped it while the state's changelog
@@ -327,6 +336,12 @@ class Processor:
             result = self.model.apply(state, record)
         else:
             result = self.model.apply_event(state, record, at)
+        if result.forward is not None and result.outcome == "duplicate" and not again:
+            # The same id at a new offset (an upstream re-send): the first one's offset
+            # was committed only once its forward was delivered, or it comes again
+            # itself. Forwarded again, the copy would reach the receiver down a new
+            # position, and there only its id could stop it, which may have expired.
+            result = StepResult("duplicate", result.alert)
         if result.outcome == "applied" and path is not None:
             state.positions[path[0]] = max(path[1], state.positions.get(path[0], -1))
         self.outcomes[(topic, result.outcome)] += 1
@@ -344,7 +359,7 @@ class Processor:
             # this the changelog keeps the older state, and so does whichever worker
             # restores the partition from it next. Duplicates are rare outside crashes.
             self._changed_state(cid, state)
-        self._emit(cid, state, result, here)
+        self._emit(cid, state, result, _origin(path, here))
 
     def _resend_alerts(self, cid: bytes, state: CustomerState, record_id: str) -> None:
         """A redelivered record re-sends the alert it triggered: the state (with the

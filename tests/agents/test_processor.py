@@ -169,6 +169,52 @@ def test_a_credit_sent_again_after_its_id_expired_is_still_a_duplicate() -> None
     assert after.positions[f"~order/{b_part}"] == order_offset
 
 
+def test_an_upstream_resend_forwards_nothing_a_kafka_redelivery_forwards_again() -> None:
+    # The same order id at a new offset was sent twice upstream: the first one's credit
+    # was delivered before its offset was committed, so nothing is forwarded again (the
+    # copy would reach the referrer at a new position, past what positions can tell).
+    # The same offset again is Kafka's redelivery: its credit may have been lost.
+    h = Harness()
+    h.feed(*referral("a", "2026-01-10", "b"))
+    h.pump()
+    topic, value = order("b", "2026-01-15", 1000, 600, commission=50, event_id="ob")
+    h.feed(topic, value)
+    first = h.offset
+    h.pump()
+    internal = h.settings.topics.internal
+    h.feed(topic, value)  # upstream re-send
+    assert [s for s in h.sent if s[0] == internal] == []
+    b_part = partition_for(b"b", h.settings.partitions)
+    h.p.on_input(topic, b_part, first, b"b", dump_json(value).encode())  # redelivery
+    assert [json.loads(v)["src"] for t, _, v, _, _ in h.sent if t == internal] == [
+        [f"order/{b_part}", first]
+    ]
+    h.pump()
+    assert codec.loads(h.table[b"a"]).lifetime[7] == 35
+
+
+def test_a_rekeyed_order_delivered_twice_credits_once_whatever_the_ids() -> None:
+    # A record with a wrong key goes through the internal topic; if its input offset
+    # comes again, so does a second copy at a new internal offset. Its credit names the
+    # input position and the internal partition it passed, the same for both copies.
+    h = Harness()
+    h.feed(*referral("a", "2026-01-10", "b"))
+    h.pump()
+    topic, value = order("b", "2026-01-15", 1000, 600, commission=50, event_id="ob")
+    h.feed(topic, value, key=b"not-b")
+    rekeyed = [s for s in h.sent if s[0] == h.settings.topics.internal]
+    h.pump()
+    h.sent.extend(rekeyed)  # the input offset came again: re-keyed again
+    h.pump()
+    a = codec.loads(h.table[b"a"])
+    assert a.lifetime[7] == 35
+    b_part = partition_for(b"b", h.settings.partitions)
+    wrong = partition_for(b"not-b", h.settings.partitions)
+    assert f"~order/{wrong}@internal/{b_part}" in a.positions
+    assert h.p.outcomes[("orders", "duplicate")] == 1  # the second copy, at b
+    assert h.p.outcomes[(h.settings.topics.internal, "duplicate")] == 1  # its credit, at a
+
+
 def test_a_redelivered_trigger_resends_its_alert_with_the_same_id() -> None:
     # A crash can leave the state (with the record applied) in the changelog and the
     # alert not in its topic; the redelivered record is a duplicate, and re-sends it.
