@@ -267,6 +267,13 @@ class Settings(BaseSettings):
     # Decoded states kept in memory per worker (LRU; the table holds them all). A year
     # of history is ~90 KiB decoded, so 10,000 is up to ~1 GiB at the worst.
     state_cache_customers: int = Field(default=10_000, ge=1)
+    # RocksDB's memory per partition's store: its block cache and its memtables (write
+    # buffers). Faust's defaults are 2 GiB of block cache and 3 x 64 MiB per store, a
+    # worst case near 9 GiB for 4 partitions, filled slowly by every read (the soak's
+    # RSS grew with them); the decoded-state cache above holds the hot states anyway.
+    rocksdb_block_cache_mib: int = Field(default=32, ge=1)
+    rocksdb_write_buffer_mib: int = Field(default=16, ge=1)
+    rocksdb_write_buffers: int = Field(default=2, ge=2)
     # Alerts kept per customer in its state for GET /customers/{id}/alerts.
     recent_alerts_kept: int = Field(default=5, ge=0, le=100)
 

@@ -57,7 +57,13 @@ class Service:
         self.out[t.internal] = self.internal_topic
         # Raw bytes both ways: the changelog key must be the same bytes the input
         # topics are partitioned by, or table routing asks the wrong worker.
-        self.table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=n)
+        self.table = app.Table(
+            TABLE_NAME,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=n,
+            options=rocksdb_options(settings) if settings.store.startswith("rocksdb") else None,
+        )
         self.metrics = Metrics()
         # Changed states (the changelog) and snapshots leave at commits, in whole record
         # batches; see streams/record_batches.py.
@@ -167,6 +173,16 @@ class Service:
 
     async def _on_rebalanced(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         self.processor.reindex()
+
+
+def rocksdb_options(settings: Settings) -> dict[str, int]:
+    """The table's RocksDB store options (Faust's `RocksDBOptions`), from the settings."""
+    mib = 1024 * 1024
+    return {
+        "block_cache_size": settings.rocksdb_block_cache_mib * mib,
+        "write_buffer_size": settings.rocksdb_write_buffer_mib * mib,
+        "max_write_buffer_number": settings.rocksdb_write_buffers,
+    }
 
 
 def worker_argv(extra: list[str], *, loglevel: str = "info") -> list[str]:

@@ -126,6 +126,30 @@ def test_app_config_carries_commits_and_the_broker_quirks(tmp_path: Path) -> Non
     assert "producer_max_batch_size" not in app_config(Settings(broker_kind="kafka"))
 
 
+def test_the_tables_rocksdb_memory_is_bounded_by_the_settings(tmp_path: Path) -> None:
+    # Faust's defaults (2 GiB block cache, 3 x 64 MiB memtables per partition's store)
+    # let RSS grow for hours; the options reach the store that opens the databases.
+    settings = Settings(
+        store="rocksdb://",
+        data_dir=tmp_path,
+        kafka_bootstrap_servers="127.0.0.1:9",  # never contacted
+        rocksdb_block_cache_mib=8,
+        rocksdb_write_buffer_mib=4,
+        rocksdb_write_buffers=3,
+    )
+    svc = Service(settings)
+    svc.app.finalize()
+    opts = svc.table.data.rocksdb_options  # type: ignore[attr-defined]
+    mib = 1024 * 1024
+    assert (opts.block_cache_size, opts.write_buffer_size, opts.max_write_buffer_number) == (
+        8 * mib,
+        4 * mib,
+        3,
+    )
+    defaults = Settings()
+    assert defaults.rocksdb_block_cache_mib * 1024**2 < opts.__class__.block_cache_size
+
+
 def test_table_writes_stand_in_for_a_record_of_the_customers_partition() -> None:
     """What Faust's table reads at a write is a record of the key's partition, inside
     another partition's record too; the record being processed is restored after."""
