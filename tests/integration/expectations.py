@@ -101,9 +101,9 @@ def check_equal(bootstrap: str, settings: Settings, exp: Expected) -> int:
     assert service_uncredited == compared
     assert set(got) - {c for c in want if c not in compared} <= set(compared)
     for cid in compared:
-        assert [(a["kind"], a["alert_id"], a["as_of"]) for a in got.get(cid, [])] == [
-            (a["kind"], a["alert_id"], a["as_of"]) for a in exp.alerts.get(cid, [])
-        ], cid
+        mine = [(a["kind"], a["alert_id"], a["as_of"]) for a in got.get(cid, [])]
+        theirs = [(a["kind"], a["alert_id"], a["as_of"]) for a in exp.alerts.get(cid, [])]
+        assert mine == theirs, (cid, mine, theirs)  # both, to tell a lost alert from a path
     assert sum(len(exp.alerts.get(c, [])) for c in compared) > 0  # alerts were compared
     return len(compared)
 
