@@ -21,6 +21,7 @@ from tests.integration.expectations import (
     Expected,
     check_equal,
     generated,
+    metric,
     settled,
     split_referrals,
     wait_for_progress,
@@ -79,6 +80,9 @@ def test_the_worker_rides_out_a_broker_outage(unique: str, tmp_path: Path) -> No
         broker.start()
 
         wait_until_consumed(broker.bootstrap, settings.app_id, inputs, n, timeout_s=300)
+        # The order's counters, for a failure's story: an outage must not end a wait.
+        order = {m: metric(port, m) for m in ("profitwatch_order_enforced_total",)}
+        print(f"\noutage: order counters {order}")
         compared = check_equal(broker.bootstrap, settings, exp)
         assert compared >= 150
         assert worker.proc is not None and worker.proc.poll() is None  # the same process
