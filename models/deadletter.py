@@ -6,6 +6,7 @@ import base64
 from decimal import Decimal
 from typing import Any
 
+from models.cloudevents import dead_letter_headers
 from models.errors import RejectedRecord
 from models.outputs import DeadLetter, DeadLetterError
 
@@ -98,3 +99,21 @@ def kip1034_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
         (HEADER_PARTITION, str(-1 if e.partition is None else e.partition).encode()),
         (HEADER_OFFSET, str(-1 if e.offset is None else e.offset).encode()),
     ]
+
+
+def record_headers(
+    letter: DeadLetter, *, source: str, original: bytes, customer_id: str | None
+) -> list[tuple[str, bytes]]:
+    """Every header of a DLQ record: KIP-1034's, then CloudEvents' binary mode (contract
+    section 2.10). `original` is the rejected value's bytes (its ce_id is stable per
+    source record), `source` the service's ce_source."""
+    e = letter.error
+    return kip1034_headers(letter) + dead_letter_headers(
+        source,
+        topic=e.topic,
+        partition=e.partition,
+        offset=e.offset,
+        original=original,
+        rejected_at=letter.received_at,
+        customer_id=customer_id,
+    )

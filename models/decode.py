@@ -12,6 +12,7 @@ from typing import Any, Final
 import jiter
 from pydantic import ValidationError
 
+from models.cloudevents import STRUCTURED_CONTENT_TYPE, event_data
 from models.errors import RejectedRecord
 from models.events import EVENT_MODELS, Event, InvoiceEvent, ReferralEvent
 from models.settings import Settings
@@ -36,10 +37,11 @@ def parse_json(raw: bytes | str) -> Any:
         raise RejectedRecord("malformed_json", f"not valid JSON: {exc}") from None
 
 
-def _schema_message(exc: ValidationError) -> str:
+def _schema_message(exc: ValidationError, prefix: str = "") -> str:
     parts = []
     for err in exc.errors(include_url=False)[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "value"
+        path = ".".join(str(p) for p in err["loc"])
+        loc = prefix + path if path else prefix.rstrip(".") or "value"
         parts.append(f"{loc}: {err['msg']}")
     more = exc.error_count() - len(parts)
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
@@ -65,13 +67,31 @@ class Decoder:
         self._max_bytes = settings.max_payload_bytes
         self._skew_us = settings.max_future_skew_seconds * 1_000_000
 
-    def decode(self, topic: str, raw: Any, *, now_us: int, size: int | None = None) -> Event:
+    def decode(
+        self,
+        topic: str,
+        raw: Any,
+        *,
+        now_us: int,
+        size: int | None = None,
+        structured: bool = False,
+    ) -> Event:
         """`raw` is the record value: bytes or text as on the wire, or an already
-        parsed JSON object (replay). `size` is the wire size when `raw` is parsed."""
-        return self.decode_at(topic, raw, now_us=now_us, size=size)[0]
+        parsed JSON object (replay). `size` is the wire size when `raw` is parsed.
+
+        A value with `specversion` is a CloudEvents structured-mode envelope and its
+        `data` is decoded (models/cloudevents.py); `structured` (the record's
+        content-type said so) makes any other value a `schema_violation`."""
+        return self.decode_at(topic, raw, now_us=now_us, size=size, structured=structured)[0]
 
     def decode_at(
-        self, topic: str, raw: Any, *, now_us: int, size: int | None = None
+        self,
+        topic: str,
+        raw: Any,
+        *,
+        now_us: int,
+        size: int | None = None,
+        structured: bool = False,
     ) -> tuple[Event, int]:
         """Like `decode`, also giving `occurred_at` as epoch µs (computed once here)."""
         if type(raw) is not dict:  # replay hands over parsed values: no bytes to check
@@ -87,6 +107,18 @@ class Decoder:
         value = parse_json(raw) if isinstance(raw, (bytes, str)) else raw
         if not isinstance(value, dict):
             raise RejectedRecord("schema_violation", "value must be a JSON object")
+        # By the value: the decoder sees no headers (replay has none), and no event
+        # has a `specversion` field. One dict lookup for a plain event.
+        envelope = "specversion" in value
+        if envelope:
+            value = event_data(value)
+        elif structured:
+            raise RejectedRecord(
+                "schema_violation",
+                f"content-type {STRUCTURED_CONTENT_TYPE}, but the value is no CloudEvents "
+                "envelope (no specversion)",
+                _customer_of(value),
+            )
         validator = self._validators.get(topic)
         if validator is None:
             raise RejectedRecord(
@@ -96,7 +128,9 @@ class Decoder:
             event: Event = validator.validate_python(value)
         except ValidationError as exc:
             raise RejectedRecord(
-                "schema_violation", _schema_message(exc), _customer_of(value)
+                "schema_violation",
+                _schema_message(exc, "data." if envelope else ""),
+                _customer_of(value),
             ) from None
 
         customer_id = event.customer_id

@@ -132,7 +132,8 @@ class Service:
     ) -> None:
         if topic == self.settings.topics.snapshots and key is not None:
             # Snapshots are sent at flushes only: with the states, in batches.
-            self.batches.append(topic, partition_for(key, self.settings.partitions), key, value)
+            part = partition_for(key, self.settings.partitions)
+            self.batches.append(topic, part, key, value, headers)
             return
         # send_soon: no await inside the processor, so a record's read-modify-write
         # of its customer's state is never interleaved with another agent's. Its

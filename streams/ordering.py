@@ -85,7 +85,7 @@ class OrderedInput:
     def on_event(self, event: Any) -> None:
         """An input event from the agent (manual acks): queue it, apply what may go."""
         m = event.message
-        decoded = self.processor.decode_input(m.topic, event.value)
+        decoded = self.processor.decode_input(m.topic, event.value, m.headers)
         if m.topic not in self.inputs:  # on no queue (rejected by the decoder): at once
             self.processor.apply_input(
                 m.topic, m.partition, m.offset, event.key, event.value, decoded

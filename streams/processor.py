@@ -39,19 +39,21 @@ import json
 import logging
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from time import perf_counter
 from typing import Any
 
 from models import codec
-from models.deadletter import dead_letter, kip1034_headers
+from models.cloudevents import alert_headers, is_structured, snapshot_headers, source_of
+from models.deadletter import dead_letter, record_headers
 from models.decode import Decoder
 from models.engine import ProfitModel, ReferralCredit, ReferralLink, StepResult
 from models.errors import RejectedRecord, StateFormatError
 from models.events import Event
 from models.ledger import CustomerState
+from models.outputs import Alert
 from models.partitioner import partition_for
 from models.query import Row, row_of
 from models.settings import Settings
@@ -61,6 +63,9 @@ from streams.metrics import Metrics, Tallies
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
+# An input record's headers as Faust hands them over: pairs (values may be None) or a
+# mapping.
+RecordHeaders = Sequence[tuple[str, bytes | None]] | Mapping[str, bytes | None]
 # An input record judged: its event and event time (epoch µs), or its rejection.
 Decoded = tuple[Event, int] | RejectedRecord
 # Where a record was consumed: (source topic-partition, offset); see Positions.
@@ -141,6 +146,7 @@ class Processor:
         self.clock = clock
         self.partitions = settings.partitions
         self._kind_of = settings.topics.input_kinds()
+        self.ce_source = source_of(settings.app_id)  # every output's CloudEvents source
         # Decoded states of this worker's customers. Without coalescing every change is
         # written through to the table; with it (the service) a changed state is held
         # here until the next flush (see `coalesce` below). Dropped, after a flush,
@@ -179,17 +185,32 @@ class Processor:
     # ---- inputs ----------------------------------------------------------------------
 
     def on_input(
-        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: RecordHeaders | None = None,
     ) -> None:
         """A record of one of the five input topics, applied now."""
-        self.apply_input(topic, partition, offset, key, value, self.decode_input(topic, value))
+        decoded = self.decode_input(topic, value, headers)
+        self.apply_input(topic, partition, offset, key, value, decoded)
 
-    def decode_input(self, topic: str, value: bytes | None) -> Decoded:
+    def decode_input(
+        self, topic: str, value: bytes | None, headers: RecordHeaders | None = None
+    ) -> Decoded:
         """Judge an input record before its turn: its event and event time (what the
-        order of application needs), or why it is rejected."""
+        order of application needs), or why it is rejected. With `headers`, a
+        `content-type: application/cloudevents+json` one demands a CloudEvents envelope
+        (contract section 2.10); an envelope is recognised by its value either way."""
+        structured = is_structured(headers) if headers else False
         try:
             return self.decoder.decode_at(
-                topic, value if value is not None else b"", now_us=self.clock()
+                topic,
+                value if value is not None else b"",
+                now_us=self.clock(),
+                structured=structured,
             )
         except RejectedRecord as rej:
             return rej
@@ -369,7 +390,7 @@ class Processor:
             if kept.trigger == record_id:
                 alert = self.model.kept_alert(state, kept)
                 self.tallies.alerts_resent[alert.kind] += 1
-                self.send(self.topics.alerts, cid, _dumps(alert.to_wire()), None, None)
+                self._send_alert(cid, alert)
 
     def _note_status(self, cid: bytes, state: CustomerState) -> None:
         if not state.has_own_events:
@@ -384,7 +405,7 @@ class Processor:
     def _emit(self, cid: bytes, state: CustomerState, result: StepResult, here: Position) -> None:
         if result.alert is not None:
             self.alerts[result.alert.kind] += 1
-            self.send(self.topics.alerts, cid, _dumps(result.alert.to_wire()), None, None)
+            self._send_alert(cid, result.alert)
         if result.outcome in ("applied", "duplicate") and state.has_own_events:
             # Also after a duplicate: a redelivery after a crash re-sends the
             # snapshot the crash may have swallowed, so the compacted topic's latest
@@ -426,9 +447,7 @@ class Processor:
         if self.coalesce:
             self.owed.add(cid)
         else:
-            self.send(
-                self.topics.snapshots, cid, _dumps(self.model.snapshot_wire(state)), None, None
-            )
+            self._send_snapshot(cid, state)
 
     def flush(self) -> tuple[int, int]:
         """Write every changed state to the table, then send the latest snapshot of
@@ -451,10 +470,21 @@ class Processor:
                 if raw is None:
                     continue
                 state = codec.loads(raw)
-            self.send(
-                self.topics.snapshots, cid, _dumps(self.model.snapshot_wire(state)), None, None
-            )
+            self._send_snapshot(cid, state)
         return len(owed)
+
+    def _send_alert(self, cid: bytes, alert: Alert) -> None:
+        wire = alert.to_wire()
+        self.send(self.topics.alerts, cid, _dumps(wire), alert_headers(self.ce_source, wire), None)
+
+    def _send_snapshot(self, cid: bytes, state: CustomerState) -> None:
+        wire = self.model.snapshot_wire(state)
+        value = _dumps(wire)
+        # The applied positions only grow, so their sum tells a state that came back to
+        # an earlier value from that earlier state (models.cloudevents.snapshot_id).
+        revision = sum(state.positions.values())
+        headers = snapshot_headers(self.ce_source, wire, value, revision)
+        self.send(self.topics.snapshots, cid, value, headers, None)
 
     def _reject(
         self,
@@ -476,7 +506,10 @@ class Processor:
             received_at=iso(self.clock()) or "",
         )
         dlq_key = rej.customer_id.encode("utf-8") if rej.customer_id else key
-        self.send(self.topics.dlq, dlq_key, _dumps(letter.to_wire()), kip1034_headers(letter), None)
+        headers = record_headers(
+            letter, source=self.ce_source, original=raw, customer_id=rej.customer_id
+        )
+        self.send(self.topics.dlq, dlq_key, _dumps(letter.to_wire()), headers, None)
 
     # ---- sweep -------------------------------------------------------------------------
 
@@ -517,7 +550,7 @@ class Processor:
                 self._note_status(cid, state)
                 if result.alert is not None:
                     self.alerts[result.alert.kind] += 1
-                    self.send(self.topics.alerts, cid, _dumps(result.alert.to_wire()), None, None)
+                    self._send_alert(cid, result.alert)
                 self._snapshot(cid, state)
             swept += 1
         if self.metrics is not None:

@@ -36,6 +36,9 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 
 # topic, partition, offset of the last record delivered there
 Delivered = Callable[[str, int, int], None]
+Headers = list[tuple[str, bytes]]
+# key, value (None: a tombstone), headers (None: none)
+Queued = tuple[bytes, bytes | None, Headers | None]
 
 # Kafka's default message.max.bytes is ~1 MiB per batch; tansu takes the bench
 # producer's 256 KiB. A commit's states (~4 KB each) fill a few per partition.
@@ -56,19 +59,30 @@ class RecordBatches:
         self.last_record_alone = last_record_alone
         self.on_delivered = on_delivered
         self.batch_bytes = batch_bytes
-        self._open: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
+        self._open: dict[tuple[str, int], list[Queued]] = {}
         self._shipping: asyncio.Future[None] | None = None  # the latest shipment
 
-    def append(self, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
+    def append(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes,
+        value: bytes | None,
+        headers: Headers | None = None,
+    ) -> None:
         """Queue a record (value None: a tombstone) for the next shipment."""
         records = self._open.get((topic, partition))
         if records is None:
             records = self._open[(topic, partition)] = []
-        records.append((key, value))
+        records.append((key, value, headers))
 
     def pending(self) -> list[tuple[str, int, bytes, bytes | None]]:
         """What the next shipment would send, in order (for tests and diagnostics)."""
-        return [(t, p, k, v) for (t, p), recs in self._open.items() for k, v in recs]
+        return [(t, p, k, v) for (t, p), recs in self._open.items() for k, v, _ in recs]
+
+    def pending_headers(self) -> list[Headers | None]:
+        """The headers of `pending()`'s records, in the same order."""
+        return [h for recs in self._open.values() for _, _, h in recs]
 
     def ship(self) -> None:
         """Start sending everything appended so far (needs a running event loop)."""
@@ -88,7 +102,7 @@ class RecordBatches:
 
     async def _ship(
         self,
-        records: dict[tuple[str, int], list[tuple[bytes, bytes | None]]],
+        records: dict[tuple[str, int], list[Queued]],
         previous: asyncio.Future[None] | None,
     ) -> None:
         if previous is not None:
@@ -99,7 +113,7 @@ class RecordBatches:
         )
 
     async def _ship_partition(
-        self, producer: Any, topic: str, partition: int, records: list[tuple[bytes, bytes | None]]
+        self, producer: Any, topic: str, partition: int, records: list[Queued]
     ) -> None:
         deliveries, last_count = [], 0
         for batch in self._batches(records):
@@ -112,15 +126,15 @@ class RecordBatches:
             # A batch's metadata carries its base offset.
             self.on_delivered(topic, partition, metadata[-1].offset + last_count - 1)
 
-    def _batches(self, records: list[tuple[bytes, bytes | None]]) -> Iterator[BatchBuilder]:
+    def _batches(self, records: list[Queued]) -> Iterator[BatchBuilder]:
         alone = records[-1:] if self.last_record_alone and len(records) > 1 else []
         body = records[: len(records) - len(alone)]
         for part in (body, alone):
             batch = BatchBuilder(self.batch_bytes, 0)
-            for key, value in part:
-                if batch.append(timestamp=None, key=key, value=value) is None:
+            for key, value, headers in part:
+                if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
                     yield batch  # full; a new batch always takes its first record
                     batch = BatchBuilder(self.batch_bytes, 0)
-                    batch.append(timestamp=None, key=key, value=value)
+                    batch.append(timestamp=None, key=key, value=value, headers=headers)
             if batch.record_count():
                 yield batch

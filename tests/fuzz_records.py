@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from models import codec
+from models.cloudevents import dead_letter_headers
 from models.deadletter import (
     HEADER_CODE,
     HEADER_MESSAGE,
@@ -1104,6 +1105,16 @@ class InProcess:
                 (HEADER_TOPIC, rec.topic.encode()),
                 (HEADER_PARTITION, str(rec.partition).encode()),
                 (HEADER_OFFSET, str(offset).encode()),
+                # CloudEvents binary mode (contract section 2.10), ce_id per source record
+                *dead_letter_headers(
+                    self.p.ce_source,
+                    topic=rec.topic,
+                    partition=rec.partition,
+                    offset=offset,
+                    original=rec.value or b"",
+                    rejected_at=letter["received_at"],
+                    customer_id=want.key,
+                ),
             ]:
                 raise self.fail(rec, f"dead letter headers {headers}")
             t.codes[code] += 1
