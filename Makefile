@@ -8,10 +8,12 @@ PYTHON ?= $(shell for p in /usr/bin/python3.13 /usr/bin/python3.12 /usr/bin/pyth
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+NODE_TOOLS := tools/asyncapi
+NODE_STAMP := $(NODE_TOOLS)/node_modules/.installed
 
-.PHONY: install browser run demo test test-fast lint bench chaos fuzz soak clean
+.PHONY: install browser ops-tools run demo test test-fast lint bench chaos fuzz soak clean
 
-install: $(STAMP)
+install: $(STAMP) $(NODE_STAMP) ops-tools
 
 # Re-installs only when the project's metadata changed: a no-op install takes ~0.1 s.
 $(STAMP): pyproject.toml
@@ -20,6 +22,28 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+# promtool and amtool (tests/unit/test_ops_rules.py: the rules, configs and routes of
+# ops/) and the Alertmanager the notifier's test runs, from Debian's prometheus and
+# prometheus-alertmanager; installed once, when missing, as root or through sudo. Only
+# the programs are wanted: where systemd runs, the packages' services are stopped and
+# disabled (they would hold ports 9090 and 9093, which `docker compose up` publishes).
+ops-tools:
+	@command -v promtool >/dev/null && command -v amtool >/dev/null \
+	  && test -x /usr/bin/prometheus-alertmanager || { \
+	  echo "installing Debian's prometheus and prometheus-alertmanager (promtool, amtool, alertmanager)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $(SUDO) apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null 2>&1 || { \
+	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager; }; \
+	  if [ -d /run/systemd/system ]; then \
+	    $(SUDO) systemctl disable --now prometheus prometheus-alertmanager >/dev/null 2>&1 || true; fi; }
+
+# The AsyncAPI parser of tests/unit/test_asyncapi.py, reinstalled only when its
+# lockfile changes. No package needs an install script (one only phones home).
+$(NODE_STAMP): $(NODE_TOOLS)/package.json $(NODE_TOOLS)/package-lock.json
+	@command -v npm >/dev/null || { echo "need Node.js >= 18 and npm (tools/asyncapi)" >&2; exit 1; }
+	npm ci --prefix $(NODE_TOOLS) --ignore-scripts --no-audit --no-fund
+	@touch $@
 
 run: install
 	$(BIN)/profitwatch demo
@@ -66,4 +90,4 @@ soak: install
 	$(BIN)/python -m bench.soak
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(NODE_TOOLS)/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -171,6 +171,94 @@ def _offline_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_notify_webhook(args: argparse.Namespace) -> int:
+    """Every alert POSTed to a URL, signed (streams/notify_webhook.py); runs until
+    stopped. Exit code 3 when the endpoint answers 410 Gone."""
+    import logging
+
+    from pydantic import ValidationError
+
+    from models.errors import ConfigError
+    from models.settings import WebhookSettings
+    from streams.notify_webhook import EXIT_ENDPOINT_GONE, EndpointGone, Notifier, run_notifier
+    from streams.reachability import wait_until_reachable
+
+    settings = _settings(args)
+    given = {
+        "url": args.url,
+        "secret": args.secret,
+        "attempts": args.attempts,
+        "backoff_base_seconds": args.backoff_base,
+        "backoff_cap_seconds": args.backoff_cap,
+        "timeout_seconds": args.timeout,
+        "undeliverable_topic": args.undeliverable_topic,
+    }
+    try:  # the options override settings.webhook (env, TOML)
+        webhook = WebhookSettings.model_validate(
+            settings.webhook.model_dump() | {k: v for k, v in given.items() if v is not None}
+        )
+    except ValidationError as exc:  # the field and the rule, never the input (the secret)
+        why = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(why) from None
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
+    )
+    notifier = Notifier(settings, webhook)  # refuses a bad URL or secret before any I/O
+    wait_until_reachable(
+        settings.kafka_bootstrap_servers,
+        security=settings.kafka,
+        give_up_after_s=settings.broker_wait_seconds,
+    )
+    try:
+        run_notifier(notifier)
+    except EndpointGone as exc:
+        print(f"profitwatch notify webhook: {exc}", file=sys.stderr, flush=True)
+        return EXIT_ENDPOINT_GONE
+    return 0
+
+
+def cmd_notify_alertmanager(args: argparse.Namespace) -> int:
+    """A Prometheus Alertmanager kept in step with the customers' statuses
+    (streams/notify_alertmanager.py); runs until stopped."""
+    import logging
+
+    from pydantic import ValidationError
+
+    from models.errors import ConfigError
+    from models.settings import AlertmanagerSettings
+    from streams.notify_alertmanager import AlertmanagerNotifier, run_notifier
+    from streams.reachability import wait_until_reachable
+
+    settings = _settings(args)
+    given = {
+        "url": args.url,
+        "dashboard_url": args.dashboard_url,
+        "resend_interval_seconds": args.resend_interval,
+        "valid_for_intervals": args.valid_for_intervals,
+        "backoff_base_seconds": args.backoff_base,
+        "backoff_cap_seconds": args.backoff_cap,
+        "timeout_seconds": args.timeout,
+    }
+    try:  # the options override settings.alertmanager (env, TOML)
+        am = AlertmanagerSettings.model_validate(
+            settings.alertmanager.model_dump() | {k: v for k, v in given.items() if v is not None}
+        )
+    except ValidationError as exc:  # the field and the rule, never the input (a token)
+        why = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(why) from None
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
+    )
+    notifier = AlertmanagerNotifier(settings, am)  # refuses a bad URL before any I/O
+    wait_until_reachable(
+        settings.kafka_bootstrap_servers,
+        security=settings.kafka,
+        give_up_after_s=settings.broker_wait_seconds,
+    )
+    run_notifier(notifier)
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from models.schema import schemas
 
@@ -182,6 +270,23 @@ def cmd_schema(args: argparse.Namespace) -> int:
         docs = {args.event: docs[args.event]}
     json.dump(docs, sys.stdout, indent=2)
     sys.stdout.write("\n")
+    return 0
+
+
+def cmd_asyncapi(args: argparse.Namespace) -> int:
+    """The AsyncAPI 3.0 document of the Kafka interface (models/asyncapi.py), as YAML."""
+    from models.asyncapi import build, default_settings, to_yaml
+
+    # --defaults: what docs/asyncapi.yaml holds, whatever the shell's environment says.
+    settings = default_settings() if args.defaults else _settings(args)
+    text = to_yaml(build(settings))
+    if args.out in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        print(f"wrote {out}", file=sys.stderr)
     return 0
 
 
@@ -265,12 +370,75 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-records", type=int, default=None)
     t.set_defaults(func=cmd_tail)
 
+    n = sub.add_parser("notify", help="send every alert to another system")
+    notify = n.add_subparsers(dest="target", required=True)
+    nw = notify.add_parser(
+        "webhook", help="POST every alert to a URL, signed as Standard Webhooks says"
+    )
+    nw.add_argument("--url", help="the endpoint (default: PROFITWATCH_WEBHOOK__URL)")
+    nw.add_argument(
+        "--secret",
+        help="whsec_<base64 key>; prefer PROFITWATCH_WEBHOOK__SECRET: other users see "
+        "command lines",
+    )
+    nw.add_argument("--attempts", type=int, help="per alert, the first one included (8)")
+    nw.add_argument(
+        "--backoff-base", type=float, help="seconds before the first retry, at most (0.5)"
+    )
+    nw.add_argument("--backoff-cap", type=float, help="seconds between attempts, at most (60)")
+    nw.add_argument("--timeout", type=float, help="seconds to connect, send, await the answer (10)")
+    nw.add_argument(
+        "--undeliverable-topic", help="dead letters (profitability-alerts-undeliverable)"
+    )
+    nw.add_argument("--config", help="TOML settings file")
+    nw.set_defaults(func=cmd_notify_webhook)
+    na = notify.add_parser(
+        "alertmanager",
+        help="keep a Prometheus Alertmanager in step: one alert per customer at risk or "
+        "unprofitable",
+    )
+    na.add_argument(
+        "--url",
+        help="Alertmanager's base URL, e.g. http://alertmanager:9093 "
+        "(default: PROFITWATCH_ALERTMANAGER__URL)",
+    )
+    na.add_argument(
+        "--dashboard-url",
+        help="the worker's dashboard, for each alert's link (http://localhost:6066)",
+    )
+    na.add_argument(
+        "--resend-interval", type=float, help="seconds between re-sends of firing alerts (60)"
+    )
+    na.add_argument(
+        "--valid-for-intervals",
+        type=int,
+        help="an alert not re-sent for this many intervals resolves by itself (4)",
+    )
+    na.add_argument(
+        "--backoff-base", type=float, help="seconds before the first retry, at most (0.5)"
+    )
+    na.add_argument("--backoff-cap", type=float, help="seconds between attempts, at most (30)")
+    na.add_argument("--timeout", type=float, help="seconds to connect, send, await the answer (10)")
+    na.add_argument("--config", help="TOML settings file")
+    na.set_defaults(func=cmd_notify_alertmanager)
+
     s = sub.add_parser("schema", help="JSON Schema of the input events (and outputs)")
     s.add_argument(
         "event", nargs="?", help="one of: order, invoice, ticket, referral, sales_activity"
     )
     s.add_argument("--outputs", action="store_true", help="include snapshot, alert and DLQ record")
     s.set_defaults(func=cmd_schema)
+
+    a = sub.add_parser("asyncapi", help="AsyncAPI 3.0 document of the Kafka interface (YAML)")
+    a.add_argument("-o", "--out", help="file to write, e.g. docs/asyncapi.yaml (default stdout)")
+    settings_from = a.add_mutually_exclusive_group()
+    settings_from.add_argument("--config", help="TOML settings file")
+    settings_from.add_argument(
+        "--defaults",
+        action="store_true",
+        help="the default settings, ignoring the environment (what docs/asyncapi.yaml holds)",
+    )
+    a.set_defaults(func=cmd_asyncapi)
     return p
 
 

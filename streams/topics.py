@@ -5,7 +5,9 @@
 - `profitability-alerts`, `profitability-dlq`: delete policy;
 - `profitability-snapshots`: `cleanup.policy=compact`, the latest snapshot per customer.
 
-All have `settings.partitions` partitions.
+All have `settings.partitions` partitions and `settings.replication_factor` replicas.
+The list is pure data, `models.asyncapi.topic_specs`, so the AsyncAPI document
+(docs/asyncapi.yaml) describes exactly the topics created here.
 
 Faust creates its own: `<app_id>-customers-changelog` (compacted, the table) and
 `<app_id>-__assignor-__leader`. All inputs, the internal topic and the changelog must
@@ -16,36 +18,16 @@ topic with another count stops the worker at start-up instead of mis-routing sta
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from models.asyncapi import topic_specs
 from models.errors import ConfigError
 from models.settings import Settings
 from streams.kafka_security import kafka_python_config
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TopicSpec:
-    name: str
-    partitions: int
-    configs: dict[str, str] = field(default_factory=dict)
-    co_partitioned: bool = True
-
-
-def topic_specs(settings: Settings) -> list[TopicSpec]:
-    t, n = settings.topics, settings.partitions
-    specs = [TopicSpec(name, n) for name in settings.topics.input_kinds()]
-    specs += [
-        TopicSpec(t.internal, n),
-        TopicSpec(t.alerts, n, co_partitioned=False),
-        TopicSpec(t.snapshots, n, {"cleanup.policy": "compact"}, co_partitioned=False),
-        TopicSpec(t.dlq, n, co_partitioned=False),
-    ]
-    return specs
 
 
 def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
@@ -73,7 +55,7 @@ def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
                             NewTopic(
                                 spec.name,
                                 spec.partitions,
-                                settings.replication_factor,
+                                spec.replicas,
                                 topic_configs=spec.configs,
                             )
                         ]
