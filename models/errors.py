@@ -6,7 +6,11 @@ The tree::
     ├── ConfigError            settings that cannot work (bad FX table, bad bands, …)
     ├── RejectedRecord         an input record the contract refuses; carries a DLQ code
     ├── StateFormatError       a serialised ledger state this version cannot read
-    └── QueryError             a query API request with bad parameters (HTTP 400)
+    ├── QueryError             a query API request with bad parameters (HTTP 400)
+    ├── WebhookVerificationError  a webhook whose signature, id or timestamp does not
+    │                             check out (alerts/webhooks.py, on the receiver's side)
+    └── EndpointGone           the webhook endpoint answered 410 Gone
+                               (streams/notify_webhook.py; the notifier exits 3)
 """
 
 from __future__ import annotations
@@ -57,3 +61,8 @@ class QueryError(ProfitwatchError):
         self.message = message
         self.status = status
         self.code = code
+
+
+class WebhookVerificationError(ProfitwatchError):
+    """A received webhook is not to be trusted: a header missing or malformed, a
+    timestamp outside the tolerance, or no signature made with the secret."""

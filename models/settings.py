@@ -146,6 +146,56 @@ class KafkaSecurity(BaseModel):
         return self
 
 
+class WebhookSettings(BaseModel):
+    """`profitwatch notify webhook`: every alert POSTed to `url`, signed as Standard
+    Webhooks says (alerts/webhooks.py). Env `PROFITWATCH_WEBHOOK__URL`,
+    `PROFITWATCH_WEBHOOK__SECRET` and so on; TOML `[webhook]`; the command's options
+    override them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str | None = None
+    # `whsec_` + base64 of the key (24 to 64 random bytes); SecretStr: never in a repr
+    secret: SecretStr | None = None
+    attempts: int = Field(default=8, ge=1)  # the first one included
+    # Full jitter: the wait before retry n (from 0) is uniform in [0, min(cap, base * 2**n)].
+    backoff_base_seconds: float = Field(default=0.5, gt=0)
+    backoff_cap_seconds: float = Field(default=60.0, gt=0)
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    # Alerts given up on: an answer retrying cannot change (3xx, 4xx but 410 and 429),
+    # or every attempt failed.
+    undeliverable_topic: str = Field(default="profitability-alerts-undeliverable", min_length=1)
+
+
+class AlertmanagerSettings(BaseModel):
+    """`profitwatch notify alertmanager`: one Prometheus Alertmanager alert per customer
+    that is `at_risk` or `unprofitable`, kept in step through Alertmanager's v2 API
+    (alerts/alertmanager.py, streams/notify_alertmanager.py). Env
+    `PROFITWATCH_ALERTMANAGER__URL` and so on; TOML `[alertmanager]`; the command's
+    options override them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # Alertmanager's base URL (`/api/v2/alerts` is appended), with its route prefix if
+    # it has one; `user:password@` in it is sent as basic auth.
+    url: str | None = None
+    # For a proxy in front of Alertmanager that wants `Authorization: Bearer <token>`.
+    bearer_token: SecretStr | None = None
+    # The worker's dashboard: each alert's generatorURL is its customer page there.
+    dashboard_url: str = "http://localhost:6066"
+    # Every firing alert is sent again this often; each says it ends after
+    # `valid_for_intervals` of them (Prometheus' 4), so a notifier that is gone leaves
+    # no alert firing forever, and missing a re-send or two resolves nothing.
+    resend_interval_seconds: float = Field(default=60.0, gt=0)
+    valid_for_intervals: int = Field(default=4, ge=2)
+    # Failed POSTs (5xx, 429, timeouts, connection errors) are tried again, without
+    # end, after full-jitter waits up to the cap; nothing is committed meanwhile.
+    backoff_base_seconds: float = Field(default=0.5, gt=0)
+    backoff_cap_seconds: float = Field(default=30.0, gt=0)
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    batch_size: int = Field(default=500, ge=1)  # alerts per POST
+
+
 def _default_bands() -> list[ProvisionBand]:
     return [
         ProvisionBand(min_days=1, rate=Decimal("0.02")),
@@ -276,6 +326,10 @@ class Settings(BaseSettings):
     rocksdb_write_buffers: int = Field(default=2, ge=2)
     # Alerts kept per customer in its state for GET /customers/{id}/alerts.
     recent_alerts_kept: int = Field(default=5, ge=0, le=100)
+    # `profitwatch notify webhook` (WebhookSettings above).
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    # `profitwatch notify alertmanager` (AlertmanagerSettings above).
+    alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
 
     @field_validator("fx_rates")
     @classmethod
