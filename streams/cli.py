@@ -12,9 +12,14 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
-from models.errors import ProfitwatchError
+from pydantic import BaseModel
+
+from models.errors import ConfigError, ProfitwatchError
 from models.settings import Settings, load_settings
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def _timestamp(text: str) -> datetime:
@@ -171,14 +176,24 @@ def _offline_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _overridden(model: type[M], current: M, given: dict[str, Any]) -> M:
+    """A notifier's settings (env, TOML) with the options given on the command line."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(
+            current.model_dump() | {k: v for k, v in given.items() if v is not None}
+        )
+    except ValidationError as exc:  # the field and the rule, never the input (a secret)
+        why = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(why) from None
+
+
 def cmd_notify_webhook(args: argparse.Namespace) -> int:
     """Every alert POSTed to a URL, signed (streams/notify_webhook.py); runs until
     stopped. Exit code 3 when the endpoint answers 410 Gone."""
     import logging
 
-    from pydantic import ValidationError
-
-    from models.errors import ConfigError
     from models.settings import WebhookSettings
     from streams.notify_webhook import EXIT_ENDPOINT_GONE, EndpointGone, Notifier, run_notifier
     from streams.reachability import wait_until_reachable
@@ -193,13 +208,7 @@ def cmd_notify_webhook(args: argparse.Namespace) -> int:
         "timeout_seconds": args.timeout,
         "undeliverable_topic": args.undeliverable_topic,
     }
-    try:  # the options override settings.webhook (env, TOML)
-        webhook = WebhookSettings.model_validate(
-            settings.webhook.model_dump() | {k: v for k, v in given.items() if v is not None}
-        )
-    except ValidationError as exc:  # the field and the rule, never the input (the secret)
-        why = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(why) from None
+    webhook = _overridden(WebhookSettings, settings.webhook, given)
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
     )
@@ -222,9 +231,6 @@ def cmd_notify_alertmanager(args: argparse.Namespace) -> int:
     (streams/notify_alertmanager.py); runs until stopped."""
     import logging
 
-    from pydantic import ValidationError
-
-    from models.errors import ConfigError
     from models.settings import AlertmanagerSettings
     from streams.notify_alertmanager import AlertmanagerNotifier, run_notifier
     from streams.reachability import wait_until_reachable
@@ -239,13 +245,7 @@ def cmd_notify_alertmanager(args: argparse.Namespace) -> int:
         "backoff_cap_seconds": args.backoff_cap,
         "timeout_seconds": args.timeout,
     }
-    try:  # the options override settings.alertmanager (env, TOML)
-        am = AlertmanagerSettings.model_validate(
-            settings.alertmanager.model_dump() | {k: v for k, v in given.items() if v is not None}
-        )
-    except ValidationError as exc:  # the field and the rule, never the input (a token)
-        why = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(why) from None
+    am = _overridden(AlertmanagerSettings, settings.alertmanager, given)
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
     )

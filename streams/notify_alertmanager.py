@@ -45,17 +45,16 @@ from typing import Any, Literal
 
 import httpx
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.coordinator.assignors.range import RangePartitionAssignor
-from kafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from alerts.alertmanager import API_PATH, UNKNOWN, Book, Plan, decode_alert, decode_snapshot
 from alerts.webhooks import backoff_s, retry_after_s
-from models.asyncapi import topic_specs
 from models.errors import ConfigError
 from models.settings import AlertmanagerSettings, Settings
 from streams.kafka_security import kafka_python_config
+from streams.topics import ensure_topics
 
 __all__ = [
     "AlertmanagerClient",
@@ -159,29 +158,7 @@ def ensure_notifier_topics(settings: Settings) -> list[str]:
     """Create the snapshots (compacted) and alerts topics when no worker has yet, with
     the configs the service gives them (streams/topics.py). Returns the names created."""
     wanted = {settings.topics.alerts, settings.topics.snapshots}
-    admin = KafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
-        client_id=f"{settings.app_id}-notify-alertmanager-admin",
-        request_timeout_ms=30_000,
-        **kafka_python_config(settings.kafka),
-    )
-    created: list[str] = []
-    try:
-        existing = {d["topic"] if "topic" in d else d["name"] for d in admin.describe_topics()}
-        for spec in topic_specs(settings):
-            if spec.name not in wanted or spec.name in existing:
-                continue
-            topic = NewTopic(spec.name, spec.partitions, spec.replicas, topic_configs=spec.configs)
-            try:
-                admin.create_topics([topic])
-                created.append(spec.name)
-            except TopicAlreadyExistsError:
-                pass  # another process won the race
-    finally:
-        admin.close()
-    if created:
-        log.info("created topics: %s", ", ".join(created))
-    return created
+    return ensure_topics(settings, only=wanted, client="notify-alertmanager-admin")
 
 
 @dataclass

@@ -33,12 +33,12 @@ from typing import Any, Literal
 
 import httpx
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import CommitFailedError, TopicAlreadyExistsError
+from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata
 
 from alerts.webhooks import MIN_KEY_BYTES, backoff_s, parse_secret, retry_after_s, verdict
 from alerts.webhooks import webhook_headers as signed_headers
+from models.asyncapi import TopicSpec
 from models.deadletter import (
     HEADER_CODE,
     HEADER_MESSAGE,
@@ -49,6 +49,7 @@ from models.deadletter import (
 from models.errors import ConfigError, ProfitwatchError
 from models.settings import Settings, WebhookSettings
 from streams.kafka_security import kafka_python_config
+from streams.topics import ensure_topics
 
 __all__ = [
     "EXIT_ENDPOINT_GONE",
@@ -203,29 +204,18 @@ def max_poll_interval_ms(webhook: WebhookSettings) -> int:
 def ensure_notifier_topics(settings: Settings, webhook: WebhookSettings) -> list[str]:
     """Create the alerts topic (when no worker has yet) and the undeliverable topic if
     missing, as streams/topics.py does. Returns the names created."""
-    admin = KafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
-        client_id=f"{settings.app_id}-notify-webhook-admin",
-        request_timeout_ms=30_000,
-        **kafka_python_config(settings.kafka),
+    undeliverable = TopicSpec(
+        webhook.undeliverable_topic,
+        settings.partitions,
+        settings.replication_factor,
+        co_partitioned=False,
     )
-    created: list[str] = []
-    try:
-        existing = {d["topic"] if "topic" in d else d["name"] for d in admin.describe_topics()}
-        for name in (settings.topics.alerts, webhook.undeliverable_topic):
-            if name in existing:
-                continue
-            topic = NewTopic(name, settings.partitions, settings.replication_factor)
-            try:
-                admin.create_topics([topic])
-                created.append(name)
-            except TopicAlreadyExistsError:
-                pass  # another process won the race
-    finally:
-        admin.close()
-    if created:
-        log.info("created topics: %s", ", ".join(created))
-    return created
+    return ensure_topics(
+        settings,
+        only={settings.topics.alerts},
+        extra=[undeliverable],
+        client="notify-webhook-admin",
+    )
 
 
 def _alert_id(value: bytes | None) -> tuple[str | None, str]:

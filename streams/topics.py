@@ -18,11 +18,12 @@ topic with another count stops the worker at start-up instead of mis-routing sta
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Iterable
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from models.asyncapi import topic_specs
+from models.asyncapi import TopicSpec, topic_specs
 from models.errors import ConfigError
 from models.settings import Settings
 from streams.kafka_security import kafka_python_config
@@ -30,18 +31,28 @@ from streams.kafka_security import kafka_python_config
 log = logging.getLogger(__name__)
 
 
-def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
+def ensure_topics(
+    settings: Settings,
+    *,
+    only: Collection[str] | None = None,
+    extra: Iterable[TopicSpec] = (),
+    client: str = "admin",
+    timeout_s: float = 30.0,
+) -> list[str]:
     """Create missing topics; check the partition count of existing co-partitioned ones.
-    Returns the names created."""
+    `only`: of the service's topics, just these names (a notifier's); `extra`: topics
+    of its own besides. Returns the names created."""
     admin = KafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
-        client_id=f"{settings.app_id}-admin",
+        client_id=f"{settings.app_id}-{client}",
         request_timeout_ms=int(timeout_s * 1000),
         **kafka_python_config(settings.kafka),
     )
     created: list[str] = []
     try:
-        specs = topic_specs(settings)
+        specs = [
+            spec for spec in topic_specs(settings) if only is None or spec.name in only
+        ] + list(extra)
         existing = {
             d["topic"] if "topic" in d else d["name"]: len(d["partitions"])
             for d in admin.describe_topics()
