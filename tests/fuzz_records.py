@@ -653,9 +653,14 @@ def framing(rng: random.Random, d: Draft) -> Expect:
         except (ValueError, RecursionError):  # another mutation broke it: whitespace only
             parsed = None
         if parsed is not None:
-            # surrogatepass: another mutation may have left an escaped lone surrogate
-            d.raw = to_json(parsed, pretty=True).encode("utf-8", "surrogatepass")
-            return OK
+            try:  # to_json recurses deeper per level than json.loads: deep nesting
+                text = to_json(parsed, pretty=True)
+            except RecursionError:
+                text = None
+            if text is not None:
+                # surrogatepass: another mutation may have left an escaped lone surrogate
+                d.raw = text.encode("utf-8", "surrogatepass")
+                return OK
     if roll < 0.6:
         d.raw = b" \n" + raw + b"\r\n"
         return OK
