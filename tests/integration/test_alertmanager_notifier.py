@@ -20,7 +20,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ from alerts.alertmanager import View, alertname_of, customer_page
 from models.outputs import Snapshot
 from models.replay import Replayer
 from models.settings import Settings
+from tests.integration.cli_process import CliProcess
 from tests.integration.flow import stream
 from tests.kafka_helpers import Sent, committed_offsets, create_topics, produce, wait_until_consumed
 
@@ -156,63 +156,14 @@ class Alertmanager:
         return out
 
 
-class NotifierProcess:
-    def __init__(self, env: dict[str, str], args: list[str], log_path: Path) -> None:
-        self.env = dict(os.environ) | env | {"PYTHONUNBUFFERED": "1"}
-        self.args = args
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.offset = 0
-
-    def start(self) -> NotifierProcess:
-        self.offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "notify", "alertmanager", *self.args],
-                cwd=REPO,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                start_new_session=True,
-            )
-        return self
-
-    def output(self) -> str:
-        return self.log_path.read_bytes()[self.offset :].decode("utf-8", "replace")
-
-    def alive(self) -> None:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(
-                f"notifier exited ({self.proc.returncode}):\n{self.output()[-3000:]}"
-            )
-
-    def terminate(self, timeout_s: float = 20.0) -> int:
-        """SIGTERM, by pid; its exit code."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        return self.proc.wait(timeout_s)
-
-    def kill(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            self.terminate(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-
 @pytest.fixture
-def processes() -> Iterator[list[Alertmanager | NotifierProcess]]:
-    started: list[Alertmanager | NotifierProcess] = []
+def processes() -> Iterator[list[Alertmanager | CliProcess]]:
+    started: list[Alertmanager | CliProcess] = []
     try:
         yield started
     finally:
         for p in started:
-            p.kill() if isinstance(p, NotifierProcess) else p.stop()
+            p.kill() if isinstance(p, CliProcess) else p.stop()
         for p in started:
             assert p.proc is None or p.proc.poll() is not None, "process left running"
 
@@ -362,7 +313,7 @@ def test_alertmanager_shows_exactly_the_customers_at_risk_or_unprofitable_throug
     broker_kind: str,
     unique: str,
     tmp_path: Path,
-    processes: list[Alertmanager | NotifierProcess],
+    processes: list[Alertmanager | CliProcess],
 ) -> None:
     binary = alertmanager_binary()  # fails, not skips, without it
     began = time.monotonic()
@@ -427,7 +378,7 @@ def test_alertmanager_shows_exactly_the_customers_at_risk_or_unprofitable_throug
     # --- A: half the stream before the notifier starts, half while it runs ---
     half = len(outputs) // 2
     send(outputs[:half])
-    first = NotifierProcess(env, args, log_path)
+    first = CliProcess(env, ["notify", "alertmanager", *args], log_path)
     processes.append(first.start())
     wait_until(
         "the notifier to read the snapshots",
@@ -483,7 +434,7 @@ def test_alertmanager_shows_exactly_the_customers_at_risk_or_unprofitable_throug
     while time.monotonic() - down < 1.0:  # nobody re-sends: still all there
         assert set(am.active()) == set(before)
         time.sleep(0.1)
-    second = NotifierProcess(env, args, log_path)
+    second = CliProcess(env, ["notify", "alertmanager", *args], log_path)
     processes.append(second.start())
     wait_until(
         "the second notifier to read the snapshots",

@@ -6,10 +6,6 @@ stops the notifier with exit code 3 and leaves its alert uncommitted."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +19,7 @@ import pytest
 from alerts.webhooks import new_secret, verify
 from models.replay import Replayer
 from models.settings import Settings
+from tests.integration.cli_process import CliProcess
 from tests.integration.flow import stream
 from tests.kafka_helpers import (
     Sent,
@@ -155,61 +152,8 @@ class Receiver:
 # --- the notifier process ---
 
 
-class NotifierProcess:
-    def __init__(self, env: dict[str, str], url: str, log_path: Path) -> None:
-        self.env = dict(os.environ) | env | {"PYTHONUNBUFFERED": "1"}
-        self.url = url
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.offset = 0
-
-    def start(self) -> NotifierProcess:
-        self.offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "notify", "webhook", "--url", self.url],
-                cwd=REPO,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                start_new_session=True,
-            )
-        return self
-
-    def output(self) -> str:
-        return self.log_path.read_bytes()[self.offset :].decode("utf-8", "replace")
-
-    def wait_for(self, what: str, done: Callable[[], bool], timeout_s: float) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if done():
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"notifier exited ({self.proc.returncode}) before {what}:\n"
-                    f"{self.output()[-3000:]}"
-                )
-            time.sleep(0.05)
-        raise AssertionError(f"no {what} in {timeout_s} s:\n{self.output()[-3000:]}")
-
-    def terminate(self, timeout_s: float = 15.0) -> int:
-        """SIGTERM, by pid; its exit code."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        return self.proc.wait(timeout_s)
-
-    def kill(self) -> None:
-        """Whatever state it is in, it is gone after this (the tests' finally)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            self.terminate(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+def _notify(url: str) -> list[str]:
+    return ["notify", "webhook", "--url", url]
 
 
 @dataclass
@@ -249,8 +193,8 @@ def _produce(bootstrap: str, topic: str, alerts: list[tuple[str, bytes]]) -> lis
 
 
 @pytest.fixture
-def processes() -> Iterator[list[NotifierProcess]]:
-    started: list[NotifierProcess] = []
+def processes() -> Iterator[list[CliProcess]]:
+    started: list[CliProcess] = []
     try:
         yield started
     finally:
@@ -261,7 +205,7 @@ def processes() -> Iterator[list[NotifierProcess]]:
 
 
 def test_every_alert_is_delivered_signed_and_in_order_through_failures_and_a_restart(
-    kafka_bootstrap: str, setup: Setup, processes: list[NotifierProcess], tmp_path: Path
+    kafka_bootstrap: str, setup: Setup, processes: list[CliProcess], tmp_path: Path
 ) -> None:
     alerts = realistic_alerts(15, 5)
     assert len(alerts) >= 20
@@ -287,7 +231,7 @@ def test_every_alert_is_delivered_signed_and_in_order_through_failures_and_a_res
     sent = _produce(kafka_bootstrap, topic, alerts[:half])
 
     with Receiver(setup.secret, ids, script) as crm:
-        first = NotifierProcess(setup.env, crm.url, tmp_path / "notify.log")
+        first = CliProcess(setup.env, _notify(crm.url), tmp_path / "notify.log")
         processes.append(first.start())
         # Stopped mid-stream (SIGTERM): it exits 0, and the next one resumes where it
         # committed, without sending an alert twice.
@@ -296,7 +240,7 @@ def test_every_alert_is_delivered_signed_and_in_order_through_failures_and_a_res
         assert "notify webhook stopped" in first.output()
 
         sent += _produce(kafka_bootstrap, topic, alerts[half:])
-        second = NotifierProcess(setup.env, crm.url, tmp_path / "notify.log")
+        second = CliProcess(setup.env, _notify(crm.url), tmp_path / "notify.log")
         processes.append(second.start())
         want = len(ids) - 2
         second.wait_for("every alert", lambda: len(crm.delivered()) >= want, 40)
@@ -360,7 +304,7 @@ def test_every_alert_is_delivered_signed_and_in_order_through_failures_and_a_res
 
 
 def test_410_gone_stops_the_notifier_with_exit_code_3_and_commits_nothing_after_it(
-    kafka_bootstrap: str, setup: Setup, processes: list[NotifierProcess], tmp_path: Path
+    kafka_bootstrap: str, setup: Setup, processes: list[CliProcess], tmp_path: Path
 ) -> None:
     alerts = realistic_alerts(10, 3)[:10]
     ids = [json.loads(v)["alert_id"] for _, v in alerts]
@@ -371,7 +315,7 @@ def test_410_gone_stops_the_notifier_with_exit_code_3_and_commits_nothing_after_
     _produce(kafka_bootstrap, topic, alerts)
 
     with Receiver(setup.secret, ids, lambda i, _: 410 if i >= gone_at else 200) as crm:
-        notifier = NotifierProcess(env, crm.url, tmp_path / "notify.log")
+        notifier = CliProcess(env, _notify(crm.url), tmp_path / "notify.log")
         processes.append(notifier.start())
         assert notifier.proc is not None
         rc = notifier.proc.wait(40)

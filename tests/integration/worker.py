@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from models.settings import Settings
+from tests.integration.cli_process import spawn_cli
 
 READY = "[^Worker]: Ready"
 
@@ -57,17 +57,8 @@ class WorkerProcess:
 
     def spawn(self, *, web: bool = False) -> int:
         """Start the process; returns where its output starts in the log."""
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker", "-l", "info"]
-                + ([] if web else ["--without-web"]),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                start_new_session=True,
-            )
+        args = ["worker", "-l", "info"] + ([] if web else ["--without-web"])
+        self.proc, offset = spawn_cli(args, self.env, self.log_path)
         return offset
 
     def run_to_exit(self, timeout_s: float = 60.0) -> tuple[int, str]:
