@@ -36,9 +36,10 @@ from models.deadletter import (
 )
 from models.errors import REJECTION_CODES, ConfigError
 from models.events import EVENT_MODELS
+from models.notifiers import HEADER_ATTEMPTS, HEADER_STATUS, UndeliverableReason, group_id
 from models.outputs import Alert
 from models.schema import schemas
-from models.settings import SaslMechanism, Settings, Topics
+from models.settings import SaslMechanism, Settings, Topics, WebhookSettings
 
 Document = dict[str, Any]
 
@@ -86,6 +87,13 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.dlq, n, r, co_partitioned=False),
     ]
     return specs
+
+
+def undeliverable_spec(settings: Settings, webhook: WebhookSettings | None = None) -> TopicSpec:
+    """The topic of the alerts `profitwatch notify webhook` gave up on, which it creates
+    when missing (streams/notify_webhook.py)."""
+    name = (webhook or settings.webhook).undeliverable_topic
+    return TopicSpec(name, settings.partitions, settings.replication_factor, co_partitioned=False)
 
 
 def changelog_spec(settings: Settings) -> TopicSpec:
@@ -202,6 +210,7 @@ def build(settings: Settings) -> Document:
         operations[f"{action}_changelog"] = _operation(
             action, "changelog", ["customer_state"], text, settings
         )
+    _add_notifiers(settings, messages, channels, operations)
 
     return {
         "asyncapi": ASYNCAPI_VERSION,
@@ -220,6 +229,14 @@ def build(settings: Settings) -> Document:
                 "internal": {
                     "name": "internal",
                     "description": "The service's own; not an interface to other systems.",
+                },
+                "notifier": {
+                    "name": "notifier",
+                    "description": (
+                        "`profitwatch notify …`: the service's own consumers of its outputs, "
+                        'each its own process and consumer group (README, "Connecting '
+                        'alerting and CRM systems").'
+                    ),
                 },
             },
         },
@@ -272,8 +289,9 @@ def _info(settings: Settings) -> Document:
             "or CloudEvents in structured mode (content-type "
             f"`{cloudevents.STRUCTURED_CONTENT_TYPE}`, the event in `data`).\n\n"
             f"Faust also creates `{settings.app_id}-__assignor-__leader`, its partition "
-            "assignor's topic, not described here. The consumer group is the setting "
-            f"`app_id` (`{settings.app_id}`). Topic names follow the settings "
+            "assignor's topic, not described here. The workers' consumer group is the "
+            f"setting `app_id` (`{settings.app_id}`); the notifiers (`profitwatch notify "
+            "…`, tag `notifier`) have their own. Topic names follow the settings "
             "(`PROFITWATCH_TOPICS__…`); docs/contract.md is the full contract. "
             "docs/asyncapi.yaml is generated for the default settings by "
             "`profitwatch asyncapi --defaults --out docs/asyncapi.yaml`."
@@ -360,7 +378,14 @@ def _channel(spec: TopicSpec, description: str, messages: list[str], tag: str) -
 
 
 def _operation(
-    action: str, channel: str, messages: list[str], summary: str, settings: Settings
+    action: str,
+    channel: str,
+    messages: list[str],
+    summary: str,
+    settings: Settings,
+    *,
+    group: str | None = None,
+    tag: str | None = None,
 ) -> Document:
     op: Document = {
         "action": action,
@@ -368,13 +393,15 @@ def _operation(
         "summary": summary,
         "messages": [{"$ref": f"#/channels/{channel}/messages/{m}"} for m in messages],
     }
-    if channel in ("internal", "changelog"):
-        op["tags"] = [_ref("tags", "internal")]
+    if tag is None and channel in ("internal", "changelog"):
+        tag = "internal"
+    if tag is not None:
+        op["tags"] = [_ref("tags", tag)]
     # The group's (the changelog is read back by assignment, outside the group).
     if action == "receive" and channel != "changelog":
         op["bindings"] = {
             "kafka": {
-                "groupId": {"type": "string", "enum": [settings.app_id]},
+                "groupId": {"type": "string", "enum": [group or settings.app_id]},
                 "bindingVersion": KAFKA_BINDING_VERSION,
             }
         }
@@ -462,6 +489,68 @@ _OUTPUTS: dict[str, tuple[str, str, str, str]] = {
         "Send dead letters.",
     ),
 }
+
+
+def _add_notifiers(
+    settings: Settings, messages: Document, channels: Document, operations: Document
+) -> None:
+    """The notifiers' reads (their groups) and the webhook notifier's dead letters."""
+    webhook, am = group_id(settings.app_id, "webhook"), group_id(settings.app_id, "alertmanager")
+    reads = (
+        ("webhook", "alerts", "alert", webhook, "each alert POSTed, signed, to the CRM's URL."),
+        (
+            "alertmanager",
+            "alerts",
+            "alert",
+            am,
+            "the alerts' reasons, for the Alertmanager alerts' annotations.",
+        ),
+        (
+            "alertmanager",
+            "snapshots",
+            "snapshot",
+            am,
+            "one Alertmanager alert per customer at risk or unprofitable, kept in step; "
+            "read from the start at every assignment.",
+        ),
+    )
+    for name, channel, message, group, summary in reads:
+        operations[f"receive_{channel}_notify_{name}"] = _operation(
+            "receive",
+            channel,
+            [message],
+            f"`profitwatch notify {name}` (group `{group}`): {summary}",
+            settings,
+            group=group,
+            tag="notifier",
+        )
+    messages["undeliverable_alert"] = {
+        "name": "undeliverable_alert",
+        "title": "Undeliverable alert",
+        "summary": "An alert the webhook notifier gave up on: the alert record as it was.",
+        "contentType": JSON,
+        "headers": {"$ref": _SCHEMAS + "UndeliverableAlertHeaders"},
+        "payload": {"$ref": _SCHEMAS + "Alert"},
+        "bindings": _key(_OUTPUT_KEY),
+    }
+    channels["alerts_undeliverable"] = _channel(
+        undeliverable_spec(settings),
+        "Output of `profitwatch notify webhook` (setting `webhook.undeliverable_topic`): "
+        "each alert it gave up on — the endpoint refused it for good (a 3xx, or a 4xx "
+        "other than 410 and 429), every attempt failed, or the record was no alert — "
+        "with the reason. Its group commits past an alert only once it is delivered or "
+        "here.",
+        ["undeliverable_alert"],
+        "notifier",
+    )
+    operations["send_alerts_undeliverable"] = _operation(
+        "send",
+        "alerts_undeliverable",
+        ["undeliverable_alert"],
+        "`profitwatch notify webhook`: an alert it gave up on, before committing past it.",
+        settings,
+        tag="notifier",
+    )
 
 
 def _internal_message(name: str, title: str, summary: str, schema: str, keyless: bool) -> Document:
@@ -627,6 +716,42 @@ def _own_schemas(settings: Settings) -> Document:
             "When the record was judged (`received_at`).",
             kip1034,
         ),
+        "UndeliverableAlertHeaders": {
+            "type": "object",
+            "description": (
+                "Kafka Streams' dead-letter header names (KIP-1034) for where the alert was "
+                "consumed and why, then the webhook's. Header values are UTF-8 text."
+            ),
+            "properties": {
+                HEADER_CODE: {
+                    "type": "string",
+                    "enum": list(get_args(UndeliverableReason)),
+                    "description": (
+                        "`rejected`: an answer retrying cannot change; `exhausted`: every "
+                        "attempt failed; `invalid_alert`: the record was not an alert."
+                    ),
+                },
+                HEADER_MESSAGE: dict(text),
+                HEADER_TOPIC: {"type": "string", "description": "The alerts topic."},
+                HEADER_PARTITION: kip1034[HEADER_PARTITION],
+                HEADER_OFFSET: kip1034[HEADER_OFFSET],
+                HEADER_STATUS: {
+                    "type": "string",
+                    "pattern": r"^(\d{3})?$",
+                    "description": "The last HTTP status; empty when no answer came.",
+                },
+                HEADER_ATTEMPTS: {"type": "string", "pattern": r"^\d+$"},
+            },
+            "required": [
+                HEADER_CODE,
+                HEADER_MESSAGE,
+                HEADER_TOPIC,
+                HEADER_PARTITION,
+                HEADER_OFFSET,
+                HEADER_STATUS,
+                HEADER_ATTEMPTS,
+            ],
+        },
         "CloudEventStructuredHeaders": {
             "type": "object",
             "description": (
@@ -732,8 +857,15 @@ def _internal_schemas() -> Document:
         ),
         "InternalSweep": record(
             "sweep",
-            "Re-evaluate the partition's customers at `as_of`.",
-            {"as_of": micros},
+            "Re-evaluate the partition's customers at `as_of`, in slices of "
+            "`sweep_batch_customers`; a continuation names the customer swept last.",
+            {
+                "as_of": micros,
+                "after": {
+                    "type": "string",
+                    "description": "A continuation: the slice starts after this customer id.",
+                },
+            },
             ["as_of"],
         ),
     }

@@ -52,6 +52,7 @@ from kafka.structs import OffsetAndMetadata
 from alerts.alertmanager import API_PATH, UNKNOWN, Book, Plan, decode_alert, decode_snapshot
 from alerts.webhooks import backoff_s, retry_after_s
 from models.errors import ConfigError
+from models.notifiers import group_id
 from models.settings import AlertmanagerSettings, Settings
 from streams.kafka_security import kafka_python_config
 from streams.topics import ensure_topics
@@ -195,7 +196,7 @@ class AlertmanagerNotifier:
         self.settings = settings
         self.am = am
         self.client = AlertmanagerClient(am, transport=transport)  # refuses a bad URL
-        self.group_id = f"{settings.app_id}-notify-alertmanager"
+        self.group_id = group_id(settings.app_id, "alertmanager")
         self.book = Book(currency=settings.reporting_currency, dashboard_url=am.dashboard_url)
         self.counts = Counts()
         self._rand = rand

@@ -38,15 +38,9 @@ from kafka.structs import OffsetAndMetadata
 
 from alerts.webhooks import MIN_KEY_BYTES, backoff_s, parse_secret, retry_after_s, verdict
 from alerts.webhooks import webhook_headers as signed_headers
-from models.asyncapi import TopicSpec
-from models.deadletter import (
-    HEADER_CODE,
-    HEADER_MESSAGE,
-    HEADER_OFFSET,
-    HEADER_PARTITION,
-    HEADER_TOPIC,
-)
+from models.asyncapi import undeliverable_spec
 from models.errors import ConfigError, ProfitwatchError
+from models.notifiers import UndeliverableReason, group_id, undeliverable_headers
 from models.settings import Settings, WebhookSettings
 from streams.kafka_security import kafka_python_config
 from streams.topics import ensure_topics
@@ -68,13 +62,9 @@ EXIT_ENDPOINT_GONE = 3
 # the attempts still bound how long one alert can hold it.
 RETRY_AFTER_MAX_S = 300.0
 POLL_MS = 500  # how soon an idle notifier notices a stop
-HEADER_STATUS = "profitwatch.webhook.status"
-HEADER_ATTEMPTS = "profitwatch.webhook.attempts"
 USER_AGENT = "profitwatch-notify-webhook"
 
 OutcomeKind = Literal["delivered", "rejected", "exhausted", "gone", "abandoned"]
-# The dead-letter reasons (header `__streams.errors.exception`).
-DeadLetterReason = Literal["rejected", "exhausted", "invalid_alert"]
 
 
 class EndpointGone(ProfitwatchError):
@@ -204,16 +194,10 @@ def max_poll_interval_ms(webhook: WebhookSettings) -> int:
 def ensure_notifier_topics(settings: Settings, webhook: WebhookSettings) -> list[str]:
     """Create the alerts topic (when no worker has yet) and the undeliverable topic if
     missing, as streams/topics.py does. Returns the names created."""
-    undeliverable = TopicSpec(
-        webhook.undeliverable_topic,
-        settings.partitions,
-        settings.replication_factor,
-        co_partitioned=False,
-    )
     return ensure_topics(
         settings,
         only={settings.topics.alerts},
-        extra=[undeliverable],
+        extra=[undeliverable_spec(settings, webhook)],
         client="notify-webhook-admin",
     )
 
@@ -253,7 +237,7 @@ class Notifier:
             )
         self.settings = settings
         self.webhook = webhook
-        self.group_id = f"{settings.app_id}-notify-webhook"
+        self.group_id = group_id(settings.app_id, "webhook")
         self._stop = threading.Event()
         self.sender = Sender(
             webhook.url or "",
@@ -361,7 +345,9 @@ class Notifier:
                     outcome.attempts,
                 )
             else:
-                reason: DeadLetterReason = "rejected" if outcome.kind == "rejected" else "exhausted"
+                reason: UndeliverableReason = (
+                    "rejected" if outcome.kind == "rejected" else "exhausted"
+                )
                 self._dead_letter(
                     producer, rec, reason, outcome.detail, outcome.attempts, outcome.status
                 )
@@ -378,20 +364,20 @@ class Notifier:
         self,
         producer: KafkaProducer,
         rec: Any,
-        reason: DeadLetterReason,
+        reason: UndeliverableReason,
         detail: str,
         attempts: int,
         status: int | None,
     ) -> None:
-        headers = [
-            (HEADER_CODE, reason.encode()),
-            (HEADER_MESSAGE, detail.encode()),
-            (HEADER_TOPIC, str(rec.topic).encode()),
-            (HEADER_PARTITION, str(rec.partition).encode()),
-            (HEADER_OFFSET, str(rec.offset).encode()),
-            (HEADER_STATUS, ("" if status is None else str(status)).encode()),
-            (HEADER_ATTEMPTS, str(attempts).encode()),
-        ]
+        headers = undeliverable_headers(
+            reason,
+            detail,
+            topic=rec.topic,
+            partition=rec.partition,
+            offset=rec.offset,
+            attempts=attempts,
+            status=status,
+        )
         topic = self.webhook.undeliverable_topic
         # Waited for: committing before the broker has the dead letter could lose it.
         producer.send(topic, key=rec.key, value=rec.value, headers=headers).get(timeout=30)

@@ -22,7 +22,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -36,8 +36,9 @@ from models.asyncapi import build, changelog_spec, default_settings, to_yaml
 from models.deadletter import dead_letter, kip1034_headers, record_headers
 from models.decode import Decoder
 from models.errors import RejectedRecord
+from models.notifiers import undeliverable_headers
 from models.schema import schemas
-from models.settings import KafkaSecurity, Settings, Topics
+from models.settings import AlertmanagerSettings, KafkaSecurity, Settings, Topics, WebhookSettings
 from streams.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,6 +64,7 @@ def other_deployment() -> Settings:
         replication_factor=3,
         app_id="pw-eu",
         topics=Topics(orders="shop-orders", snapshots="pw-snapshots", internal="pw-internal"),
+        webhook=WebhookSettings(undeliverable_topic="pw-crm-undeliverable"),
         kafka=KafkaSecurity(
             security_protocol="SASL_SSL",
             sasl_mechanism="SCRAM-SHA-512",
@@ -167,9 +169,10 @@ def test_every_created_topic_is_a_channel_alike(
             topic.replication_factor,
             [policy],
         ), topic.name
-    # Only Faust's changelog comes on top of what the service creates itself.
+    # Faust's changelog and the webhook notifier's topic come on top of what the
+    # service creates itself (test_the_notifiers_topic_is_a_channel_alike).
     extra = set(channels) - {t.name for t in created}
-    assert extra == {changelog_spec(settings).name}
+    assert extra == {changelog_spec(settings).name, settings.webhook.undeliverable_topic}
 
 
 @pytest.mark.parametrize("which", SETTINGS)
@@ -195,12 +198,83 @@ def test_operations_per_channel() -> None:
     inputs = ["orders", "invoices", "tickets", "referrals", "sales_activities"]
     assert actions == {
         **{c: {"receive"} for c in inputs},
-        **{c: {"send"} for c in ("alerts", "snapshots", "dlq")},
+        # The notifiers read alerts and snapshots, and write the undeliverable alerts.
+        **{c: {"send", "receive"} for c in ("alerts", "snapshots")},
+        "dlq": {"send"},
+        "alerts_undeliverable": {"send"},
         "internal": {"send", "receive"},
         "changelog": {"send", "receive"},
     }
     for name in ("internal", "changelog"):
         assert doc["channels"][name]["tags"] == [{"$ref": "#/components/tags/internal"}]
+
+
+@pytest.mark.parametrize("which", SETTINGS)
+def test_the_notifiers_topic_is_a_channel_alike(
+    which: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import streams.notify_webhook
+
+    settings = SETTINGS[which]()
+    channels = channels_by_address(build(settings))
+    created: list[NewTopic] = []
+    monkeypatch.setattr(
+        streams.topics, "KafkaAdminClient", lambda **kw: _RecordingAdmin(created, **kw)
+    )
+    streams.notify_webhook.ensure_notifier_topics(settings, settings.webhook)
+    assert [t.name for t in created] == [
+        settings.topics.alerts,
+        settings.webhook.undeliverable_topic,
+    ]
+    for topic in created:
+        assert kafka_binding(channels[topic.name]) == (
+            topic.num_partitions,
+            topic.replication_factor,
+            [topic.topic_configs.get("cleanup.policy", "delete")],
+        ), topic.name
+
+
+class _RecordingConsumer:
+    """kafka-python's consumer as the notifiers construct it: only its arguments."""
+
+    made: ClassVar[list[tuple[tuple[Any, ...], dict[str, Any]]]] = []
+
+    def __init__(self, *topics: str, **config: Any) -> None:
+        self.made.append((topics, config))
+
+
+@pytest.mark.parametrize("which", SETTINGS)
+def test_the_notifiers_groups_are_the_documents(
+    which: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import streams.notify_alertmanager
+    import streams.notify_webhook
+    from alerts.webhooks import new_secret
+
+    settings = SETTINGS[which]()
+    ops = build(settings)["operations"]
+
+    def documented(op: str) -> list[str]:
+        enum: list[str] = ops[op]["bindings"]["kafka"]["groupId"]["enum"]
+        return enum
+
+    _RecordingConsumer.made = []
+    for module in (streams.notify_webhook, streams.notify_alertmanager):
+        monkeypatch.setattr(module, "KafkaConsumer", _RecordingConsumer)
+    webhook = WebhookSettings(url="http://127.0.0.1:1/hook", secret=new_secret())
+    streams.notify_webhook.Notifier(settings, webhook)._consumer()
+    am = AlertmanagerSettings(url="http://127.0.0.1:1")
+    streams.notify_alertmanager.AlertmanagerNotifier(settings, am)._consumer_of()
+    (wh_topics, wh_config), (_, am_config) = _RecordingConsumer.made
+    assert wh_topics == (settings.topics.alerts,)
+    assert documented("receive_alerts_notify_webhook") == [wh_config["group_id"]]
+    for op in ("receive_alerts_notify_alertmanager", "receive_snapshots_notify_alertmanager"):
+        assert documented(op) == [am_config["group_id"]]
+    # Three groups: the workers' and one per notifier.
+    groups = {
+        documented(op)[0] for op, o in ops.items() if o["action"] == "receive" and "bindings" in o
+    }
+    assert groups == {settings.app_id, wh_config["group_id"], am_config["group_id"]}
 
 
 def resolve(node: Any, root: Document) -> Any:
@@ -272,6 +346,27 @@ def test_header_schemas_fit_the_headers_written(which: str) -> None:
         assert set(as_text) <= set(schema["properties"]), message
         errors = [e.message for e in Draft7Validator(schema).iter_errors(as_text)]
         assert not errors, f"{message}: {errors}"
+
+
+@pytest.mark.parametrize("status", [None, 404])
+@pytest.mark.parametrize("reason", ["rejected", "exhausted", "invalid_alert"])
+def test_the_undeliverable_header_schema_fits_the_headers_written(
+    reason: Any, status: int | None
+) -> None:
+    schema = message_headers(committed(), "undeliverable_alert")
+    written = undeliverable_headers(
+        reason,
+        "HTTP 404",
+        topic="profitability-alerts",
+        partition=3,
+        offset=41,
+        attempts=8,
+        status=status,
+    )
+    as_text = {name: value.decode("utf-8") for name, value in written}
+    assert len(as_text) == len(written) and set(as_text) == set(schema["properties"])
+    assert not [e.message for e in Draft7Validator(schema).iter_errors(as_text)]
+    assert not Draft7Validator(schema).is_valid(as_text | {"__streams.errors.exception": "lost"})
 
 
 def test_the_header_schemas_can_fail() -> None:
