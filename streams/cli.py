@@ -72,24 +72,35 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_worker(args: argparse.Namespace, faust_args: list[str]) -> int:
-    """The production entry point: a Faust worker (Faust's own options pass through)."""
+def _log_at_info() -> None:
     import logging
 
-    from streams.agents import Service, worker_argv
-    from streams.reachability import wait_until_reachable
-    from streams.topics import ensure_topics
-
-    settings = _settings(args)
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
     )
-    service = Service(settings)  # refuses settings it cannot honour, before any I/O
+
+
+def _wait_for_broker(settings: Settings) -> None:
+    """Until the broker answers: reported and retried, `BrokerUnreachable` after
+    `broker_wait_seconds` (0: for ever)."""
+    from streams.reachability import wait_until_reachable
+
     wait_until_reachable(
         settings.kafka_bootstrap_servers,
         security=settings.kafka,
         give_up_after_s=settings.broker_wait_seconds,
     )
+
+
+def cmd_worker(args: argparse.Namespace, faust_args: list[str]) -> int:
+    """The production entry point: a Faust worker (Faust's own options pass through)."""
+    from streams.agents import Service, worker_argv
+    from streams.topics import ensure_topics
+
+    settings = _settings(args)
+    _log_at_info()
+    service = Service(settings)  # refuses settings it cannot honour, before any I/O
+    _wait_for_broker(settings)
     ensure_topics(settings)  # refuses a co-partitioned topic of another partition count
     sys.argv = ["profitwatch worker", *worker_argv(faust_args)]
     service.app.main()  # runs until stopped; exits the process itself
@@ -192,11 +203,9 @@ def _overridden(model: type[M], current: M, given: dict[str, Any]) -> M:
 def cmd_notify_webhook(args: argparse.Namespace) -> int:
     """Every alert POSTed to a URL, signed (streams/notify_webhook.py); runs until
     stopped. Exit code 3 when the endpoint answers 410 Gone."""
-    import logging
-
     from models.settings import WebhookSettings
-    from streams.notify_webhook import EXIT_ENDPOINT_GONE, EndpointGone, Notifier, run_notifier
-    from streams.reachability import wait_until_reachable
+    from streams.notify_webhook import EXIT_ENDPOINT_GONE, EndpointGone, Notifier
+    from streams.process import run_until_signalled
 
     settings = _settings(args)
     given = {
@@ -209,17 +218,11 @@ def cmd_notify_webhook(args: argparse.Namespace) -> int:
         "undeliverable_topic": args.undeliverable_topic,
     }
     webhook = _overridden(WebhookSettings, settings.webhook, given)
-    logging.basicConfig(
-        level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
-    )
+    _log_at_info()
     notifier = Notifier(settings, webhook)  # refuses a bad URL or secret before any I/O
-    wait_until_reachable(
-        settings.kafka_bootstrap_servers,
-        security=settings.kafka,
-        give_up_after_s=settings.broker_wait_seconds,
-    )
+    _wait_for_broker(settings)
     try:
-        run_notifier(notifier)
+        run_until_signalled(notifier)
     except EndpointGone as exc:
         print(f"profitwatch notify webhook: {exc}", file=sys.stderr, flush=True)
         return EXIT_ENDPOINT_GONE
@@ -229,11 +232,9 @@ def cmd_notify_webhook(args: argparse.Namespace) -> int:
 def cmd_notify_alertmanager(args: argparse.Namespace) -> int:
     """A Prometheus Alertmanager kept in step with the customers' statuses
     (streams/notify_alertmanager.py); runs until stopped."""
-    import logging
-
     from models.settings import AlertmanagerSettings
-    from streams.notify_alertmanager import AlertmanagerNotifier, run_notifier
-    from streams.reachability import wait_until_reachable
+    from streams.notify_alertmanager import AlertmanagerNotifier
+    from streams.process import run_until_signalled
 
     settings = _settings(args)
     given = {
@@ -246,16 +247,10 @@ def cmd_notify_alertmanager(args: argparse.Namespace) -> int:
         "timeout_seconds": args.timeout,
     }
     am = _overridden(AlertmanagerSettings, settings.alertmanager, given)
-    logging.basicConfig(
-        level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
-    )
+    _log_at_info()
     notifier = AlertmanagerNotifier(settings, am)  # refuses a bad URL before any I/O
-    wait_until_reachable(
-        settings.kafka_bootstrap_servers,
-        security=settings.kafka,
-        give_up_after_s=settings.broker_wait_seconds,
-    )
-    run_notifier(notifier)
+    _wait_for_broker(settings)
+    run_until_signalled(notifier)
     return 0
 
 

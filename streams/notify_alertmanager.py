@@ -54,7 +54,7 @@ from alerts.webhooks import backoff_s, retry_after_s
 from models.errors import ConfigError
 from models.notifiers import group_id
 from models.settings import AlertmanagerSettings, Settings
-from streams.kafka_security import kafka_python_config
+from streams.notifier_consumer import notifier_consumer_config
 from streams.topics import ensure_topics
 
 __all__ = [
@@ -63,7 +63,6 @@ __all__ = [
     "Answer",
     "alerts_url",
     "ensure_notifier_topics",
-    "run_notifier",
     "shown_url",
 ]
 
@@ -239,26 +238,13 @@ class AlertmanagerNotifier:
         self.book.drop_partitions({tp.partition for tp in gone if tp.topic == self._snapshots})
 
     def _consumer_of(self) -> KafkaConsumer:
-        s = self.settings
-        session_s, heartbeat_s = s.session_timeout_seconds, s.heartbeat_interval_seconds
-        if s.broker_kind == "tansu":
-            session_s = min(session_s, 4.0)  # tansu holds a JoinGroup half of it
         return KafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap_servers.split(","),
-            group_id=self.group_id,
-            client_id=self.group_id,
-            enable_auto_commit=False,
-            # A new group takes the alerts the topic still holds for the annotations.
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
             partition_assignment_strategy=[RangePartitionAssignor],
             max_poll_records=MAX_RECORDS,
             # A delivery round is POSTs of at most `timeout_seconds` each, stopped at
             # the first failure; retries wait while polling.
             max_poll_interval_ms=600_000,
-            session_timeout_ms=int(session_s * 1000),
-            heartbeat_interval_ms=int(min(heartbeat_s, session_s / 3) * 1000),
-            **kafka_python_config(s.kafka),
+            **notifier_consumer_config(self.settings, self.group_id),
         )
 
     def run(self) -> Counts:
@@ -497,18 +483,3 @@ def _described(plan: Plan) -> str:
     if rest:
         parts.append(f"{rest} firing alerts re-sent")
     return ", ".join(parts) or "nothing"
-
-
-def run_notifier(notifier: AlertmanagerNotifier) -> Counts:
-    """`notifier.run()` with SIGTERM and SIGINT asking it to stop (main thread only)."""
-    import signal
-
-    previous = {
-        sig: signal.signal(sig, lambda signum, frame: notifier.stop())
-        for sig in (signal.SIGTERM, signal.SIGINT)
-    }
-    try:
-        return notifier.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -43,6 +43,7 @@ from models.errors import ConfigError, ProfitwatchError
 from models.notifiers import UndeliverableReason, group_id, undeliverable_headers
 from models.settings import Settings, WebhookSettings
 from streams.kafka_security import kafka_python_config
+from streams.notifier_consumer import notifier_consumer_config
 from streams.topics import ensure_topics
 
 __all__ = [
@@ -52,7 +53,6 @@ __all__ = [
     "Outcome",
     "Sender",
     "ensure_notifier_topics",
-    "run_notifier",
 ]
 
 log = logging.getLogger(__name__)
@@ -252,24 +252,10 @@ class Notifier:
         self._stop.set()
 
     def _consumer(self) -> KafkaConsumer:
-        s = self.settings
-        session_s, heartbeat_s = s.session_timeout_seconds, s.heartbeat_interval_seconds
-        if s.broker_kind == "tansu":
-            session_s = min(session_s, 4.0)  # tansu holds a JoinGroup half of it
         return KafkaConsumer(
-            s.topics.alerts,
-            bootstrap_servers=s.kafka_bootstrap_servers.split(","),
-            group_id=self.group_id,
-            client_id=self.group_id,
-            enable_auto_commit=False,
-            # A new group sends the alerts the topic still holds, not only new ones.
-            auto_offset_reset="earliest",
-            # Alerts of an aborted transaction (exactly_once) were never sent.
-            isolation_level="read_committed",
+            self.settings.topics.alerts,
             max_poll_interval_ms=max_poll_interval_ms(self.webhook),
-            session_timeout_ms=int(session_s * 1000),
-            heartbeat_interval_ms=int(min(heartbeat_s, session_s / 3) * 1000),
-            **kafka_python_config(s.kafka),
+            **notifier_consumer_config(self.settings, self.group_id),
         )
 
     def _producer(self) -> KafkaProducer:
@@ -391,19 +377,3 @@ class Notifier:
             reason,
             detail,
         )
-
-
-def run_notifier(notifier: Notifier) -> Counts:
-    """`notifier.run()` with SIGTERM and SIGINT asking it to stop (main thread only);
-    raises `EndpointGone` on a 410."""
-    import signal
-
-    previous = {
-        sig: signal.signal(sig, lambda signum, frame: notifier.stop())
-        for sig in (signal.SIGTERM, signal.SIGINT)
-    }
-    try:
-        return notifier.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
