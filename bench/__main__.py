@@ -3,13 +3,14 @@
 python -m bench [--customers N] [--days D] [--repeat R] [--only engine|e2e|startup|live]
                 [--mid-customers N] [--baseline REV]
                 [--e2e-customers N] [--e2e-days D] [--e2e-profile-events N]
-                [--e2e-brokers tansu,kafka]
+                [--e2e-brokers tansu,kafka] [--e2e-baseline REV [--e2e-rounds N]]
 
 `engine` is the profit engine in-process on two streams (`--repeat` runs each, best
 reported; with `--baseline REV` that revision's engine runs on the same streams,
 alternating with this one); `e2e` is the streaming service end to end, one run on each
 broker (tansu, then Apache Kafka when Java is here) over the same records, then both
-side by side (bench/e2e.py); `startup` is spawn to Faust's Ready line on each broker
+side by side (bench/e2e.py; with `--e2e-baseline REV` that revision's service and this
+one's alternately, `--e2e-rounds` runs each, on the same records); `startup` is spawn to Faust's Ready line on each broker
 (bench/startup.py); `live` is event -> alert latency of a paced stream
 into a caught-up worker (bench/live.py; with `--baseline` that revision's worker too).
 """
@@ -154,6 +155,14 @@ def main() -> int:
     )
     p.add_argument("--e2e-days", type=int, default=E2E.days, help="50 days: ~200,000 records")
     p.add_argument(
+        "--e2e-baseline",
+        metavar="REV",
+        help="also run this git revision's service on the same records, alternating",
+    )
+    p.add_argument(
+        "--e2e-rounds", type=int, default=2, help="with --e2e-baseline: runs of each version"
+    )
+    p.add_argument(
         "--e2e-profile-events",
         type=int,
         default=E2E.profile_events,
@@ -176,14 +185,22 @@ def main() -> int:
         if "kafka" in kinds and not kafka_available():
             print("\n(no Java >= 17 and Maven here: the end-to-end run is on tansu only)")
             kinds.remove("kafka")
+        base: e2e.Baseline | None = None
+        tmp = None
+        if args.e2e_baseline:
+            tmp = tempfile.TemporaryDirectory(prefix="profitwatch-e2e-baseline-")
+            tree = baseline_tree(args.e2e_baseline, Path(tmp.name))
+            base = e2e.Baseline(args.e2e_baseline, tree, rounds=args.e2e_rounds)
         runs = []
         for kind in kinds:  # the same records on each; the profile on the last broker only
-            runs.append(e2e.run(opts, kind, profile=kind == kinds[-1]))
+            runs.append(e2e.run(opts, kind, profile=kind == kinds[-1], baseline=base))
             print()
             print("\n".join(e2e.report(runs[-1])))
         if len(runs) > 1:
             print()
             print("\n".join(e2e.side_by_side(runs)))
+        if tmp is not None:
+            tmp.cleanup()
     if args.only in (None, "startup"):
         print()
         subprocess.run(

@@ -29,6 +29,7 @@ import json
 import os
 import pstats
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -356,7 +357,11 @@ async def committed(
 
 
 async def run_service(
-    settings: Settings, ends: dict[TopicPartition, int], workdir: Path, opts: Options
+    settings: Settings,
+    ends: dict[TopicPartition, int],
+    workdir: Path,
+    opts: Options,
+    tree: Path | None = None,
 ) -> dict[str, Any]:
     """The worker in a subprocess, left alone while it works: done when its group has
     committed every input partition up to its end and its outputs stopped growing
@@ -379,9 +384,11 @@ async def run_service(
     admin = AIOKafkaAdminClient(bootstrap_servers=bs)
     await consumer.start()
     await admin.start()
-    progress = workdir / "service-progress.json"
+    progress = workdir / f"{settings.app_id}-progress.json"
     env = env_for(settings) | {"BENCH_PROGRESS": str(progress), "BENCH_TARGET": str(inputs)}
-    worker = Proc(worker_argv("bench.progress_worker"), env, workdir / "service.log")
+    log = workdir / f"{settings.app_id}.log"
+    # From `tree`, another revision's worker (`-m` runs the working directory's code).
+    worker = Proc(worker_argv("bench.progress_worker"), env, log, cwd=tree)
     done = False
     try:
         worker.start()
@@ -628,6 +635,58 @@ def profile_summary(path: Path, events: int, top: int = 15) -> dict[str, Any]:
 # ---- the whole run -----------------------------------------------------------------------
 
 
+def _version_row(service: dict[str, Any], alerts: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "events_per_s": service["events_per_s"],
+        "complete": service["complete"],
+        "peak_rss_mib": service["peak_rss_mib"],
+        "start_to_first_s": service["start_to_first_s"],
+        "equal": f"{alerts['customers_equal']}/{alerts['customers_compared']}",
+    }
+
+
+def _versions(
+    base: Settings,
+    ends: dict[TopicPartition, int],
+    workdir: Path,
+    opts: Options,
+    baseline: Baseline,
+    replay: dict[str, list[str]],
+    credited: set[str],
+) -> dict[str, list[dict[str, Any]]]:
+    """The service of `baseline` and of this tree alternately on the same input topics
+    (each its own group, outputs and data dir), after this tree's first run: baseline,
+    now, baseline, … so a busy minute of the host falls on both alike."""
+    rows: dict[str, list[dict[str, Any]]] = {"now": [], "baseline": []}
+    for i in range(baseline.rounds):
+        for which, tree in (("baseline", baseline.tree), ("now", None)):
+            if which == "now" and i == baseline.rounds - 1:
+                break  # this tree's first run came before: as many runs of each
+            role = f"{which}{i}"
+            s = base.model_copy(
+                update={
+                    "app_id": f"{base.app_id}-{role}",
+                    "data_dir": workdir / role,
+                    "topics": base.topics.model_copy(
+                        update={f: f"{getattr(base.topics, f)}-{role}" for f in OWN_TOPICS}
+                    ),
+                }
+            )
+            svc = asyncio.run(run_service(s, ends, workdir, opts, tree))
+            alerts = compare_alerts(svc.pop("alert_ids"), replay, credited)
+            rows[which].append(_version_row(svc, alerts))
+    return rows
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Another revision's service, run beside this one (`--e2e-baseline REV`)."""
+
+    rev: str
+    tree: Path  # bench/__main__.py `baseline_tree`
+    rounds: int = 2
+
+
 def _run_stages(
     opts: Options,
     result: dict[str, Any],
@@ -635,6 +694,7 @@ def _run_stages(
     bs: str,
     workdir: Path,
     profile: bool,
+    baseline: Baseline | None = None,
 ) -> None:
     base = settings("svc")
     records = make_records(opts, base.topics)
@@ -648,6 +708,9 @@ def _run_stages(
     result["service"] = asyncio.run(run_service(base, ends, workdir, opts))
     replay, credited = replayed_alerts(opts, base)
     result["alerts"] = compare_alerts(result["service"].pop("alert_ids"), replay, credited)
+    if baseline is not None:
+        result["versions"] = _versions(base, ends, workdir, opts, baseline, replay, credited)
+        result["versions"]["now"].insert(0, _version_row(result["service"], result["alerts"]))
     # the profiled window must end inside the stream
     window = min(opts.profile_events, result["records"] - opts.profile_skip - 1)
     if profile and window > 0:
@@ -658,12 +721,20 @@ def _run_stages(
             result["profile_error"] = str(exc)
 
 
-def run(opts: Options, kind: BrokerKind = "tansu", *, profile: bool = True) -> dict[str, Any]:
-    """One run on a new broker of ``kind``: the same records for the same options."""
+def run(
+    opts: Options,
+    kind: BrokerKind = "tansu",
+    *,
+    profile: bool = True,
+    baseline: Baseline | None = None,
+) -> dict[str, Any]:
+    """One run on a new broker of ``kind``: the same records for the same options; with
+    `baseline`, that revision's service and this one's alternately too."""
     wall = time.perf_counter()
     unique = uuid.uuid4().hex[:8]
     result: dict[str, Any] = {
         "broker": kind,
+        "baseline": baseline.rev if baseline else None,
         "customers": opts.customers,
         "days": opts.days,
         "partitions": opts.partitions,
@@ -683,7 +754,7 @@ def run(opts: Options, kind: BrokerKind = "tansu", *, profile: bool = True) -> d
             return run_settings(bs, unique, role, workdir / role, opts.partitions, kind)
 
         try:
-            _run_stages(opts, result, settings, bs, workdir, profile)
+            _run_stages(opts, result, settings, bs, workdir, profile, baseline)
         finally:
             broker.stop()
     svc, bare, raw = (result[k]["events_per_s"] or 0 for k in ("service", "bare", "raw"))
@@ -747,6 +818,9 @@ def report(r: dict[str, Any]) -> list[str]:
     )
     ok = (svc["events_per_s"] or 0) >= (bare["events_per_s"] or 0)
     lines.append(f"  target service >= bare counter: {'met' if ok else 'NOT met'}")
+    versions = r.get("versions")
+    if versions:
+        lines += _versions_report(r["baseline"], versions)
     if "profile_error" in r:
         lines.append(f"\nprofile run failed: {r['profile_error']}")
     prof = r.get("profile")
@@ -764,6 +838,26 @@ def report(r: dict[str, Any]) -> list[str]:
         lines += ["    " + row for row in prof["top_cumulative"]]
         lines.append("  top by self time:")
         lines += ["    " + row for row in prof["top_self"]]
+    return lines
+
+
+def _versions_report(rev: str, versions: dict[str, list[dict[str, Any]]]) -> list[str]:
+    now, then = versions["now"], versions["baseline"]
+    lines = [
+        f"  service, this revision and {rev}, alternating on the same records:",
+        f"    {'run':<10} {'events/s':>9} {'peak RSS':>9} {'start s':>8} {'equal':>10}",
+    ]
+    for name, rows in (("now", now), (rev, then)):
+        for row in rows:
+            flag = "" if row["complete"] else "  (incomplete)"
+            lines.append(
+                f"    {name:<10} {row['events_per_s'] or '-':>9} {row['peak_rss_mib']:>9} "
+                f"{row['start_to_first_s']:>8} {row['equal']:>10}{flag}"
+            )
+    rates = [[row["events_per_s"] or 0 for row in rows] for rows in (now, then)]
+    if all(rates):
+        a, b = (statistics.median(x) for x in rates)
+        lines.append(f"    median this / {rev}: {a / b:.2f}")
     return lines
 
 
