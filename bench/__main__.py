@@ -10,9 +10,10 @@ reported; with `--baseline REV` that revision's engine runs on the same streams,
 alternating with this one); `e2e` is the streaming service end to end, one run on each
 broker (tansu, then Apache Kafka when Java is here) over the same records, then both
 side by side (bench/e2e.py; with `--e2e-baseline REV` that revision's service and this
-one's alternately, `--e2e-rounds` runs each, on the same records); `startup` is spawn to Faust's Ready line on each broker
-(bench/startup.py); `live` is event -> alert latency of a paced stream
-into a caught-up worker (bench/live.py; with `--baseline` that revision's worker too).
+one's alternately, `--e2e-rounds` runs each, on the same records); `startup` is spawn
+to Faust's Ready line on each broker (bench/startup.py); `live` is event -> alert
+latency of a paced stream into a caught-up worker (bench/live.py; with `--baseline`
+that revision's worker too).
 """
 
 from __future__ import annotations

@@ -48,7 +48,8 @@ def events(log: list[tuple[str, int, int]], *offsets: int, topic: str = "orders"
 
 
 async def test_records_are_acked_only_after_states_snapshots_and_sends_are_delivered() -> None:
-    out, log = Outputs(), []
+    out = Outputs()
+    log: list[tuple[str, int, int]] = []
     acks = AckAfterDelivery(out.flush, out.delivered, every=2)
     for e in events(log, 5, 6):
         acks.applied(e)
@@ -70,7 +71,8 @@ async def test_records_are_acked_only_after_states_snapshots_and_sends_are_deliv
 
 
 async def test_a_failed_delivery_acks_nothing() -> None:
-    out, log = Outputs(), []
+    out = Outputs()
+    log: list[tuple[str, int, int]] = []
     out.shipped.set()
     acks = AckAfterDelivery(out.flush, out.delivered, every=10)
     acks.applied(events(log, 1)[0])
@@ -86,7 +88,8 @@ async def test_a_record_delivered_again_is_acked_without_moving_the_partition() 
     """Faust seeks back to the committed offset after recovery: records already applied
     and acked come again in the same assignment. They are covered: acked, counted,
     and the partition's highest acked offset stays where it was."""
-    out, log = Outputs(), []
+    out = Outputs()
+    log: list[tuple[str, int, int]] = []
     out.shipped.set()
     acks = AckAfterDelivery(out.flush, out.delivered, every=10)
     for e in events(log, 3, 4):
@@ -107,7 +110,8 @@ async def test_a_record_delivered_again_is_acked_without_moving_the_partition() 
 
 
 async def test_forget_drops_the_revoked_partitions_applied_records() -> None:
-    out, log = Outputs(), []
+    out = Outputs()
+    log: list[tuple[str, int, int]] = []
     out.shipped.set()
     acks = AckAfterDelivery(out.flush, out.delivered, every=10)
     acks.applied(Ev(Msg("orders", 0, 1), log))

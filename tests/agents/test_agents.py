@@ -7,16 +7,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from faust.types import EventT
+from faust.types.enums import ProcessingGuarantee
+from yarl import URL
 
 from models import codec
 from models.errors import ConfigError
+from models.partitioner import partition_for
 from models.settings import Settings
 from streams.agents import Service
 from streams.app import create_app
-from streams.processor import partition_for
 from tests.builders import order
 
 Sent = list[tuple[str, bytes | None, bytes, Any, int | None]]
@@ -32,7 +35,7 @@ def service(tmp_path: Path) -> Iterator[tuple[Service, Sent]]:
     )
     svc = Service(settings)
     svc.app.finalize()
-    svc.app.conf.store = "memory://"
+    svc.app.conf.store = URL("memory://")
     sent: Sent = []
     svc.processor.send = lambda t, k, v, h, p: sent.append((t, k, v, h, p))
     yield svc, sent
@@ -51,7 +54,7 @@ async def test_internal_agent_applies_a_rekeyed_event_to_the_table(service: Any)
     # State and snapshot wait for Faust's next commit; the dashboard and API read the
     # processor's cache meanwhile.
     assert b"c1" not in svc.table and sent == []
-    assert svc.processor.stored_state(b"c1").events_applied == 1  # type: ignore[union-attr]
+    assert svc.processor.stored_state(b"c1").events_applied == 1
     # The flush runs outside any record (at a commit): the write stands in for one of
     # the customer's partition, which Faust's table needs for RocksDB and the changelog.
     assert svc.processor.flush() == (1, 1)
@@ -183,7 +186,8 @@ def test_table_writes_stand_in_for_a_record_of_the_customers_partition() -> None
     batches = RecordBatches(lambda: None)
     table = PartitionedTable(Probe(), "profitwatch-internal", 4, batches)
     table[b"c1"] = b"x"  # outside any record, as at a commit
-    outer = table._records[0]
+    # The table's stand-in for a record: Faust's context holds a weak reference to it.
+    outer = cast("EventT[Any]", table._records[0])
     token = _current_event.set(weakref.ref(outer))
     try:
         table[b"c2"] = b"y"  # inside a record of partition 0, as when the cache evicts
@@ -208,7 +212,9 @@ def test_exactly_once_is_refused_until_it_works(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="exactly_once is not supported yet"):
         create_app(settings)
     app = create_app(Settings(data_dir=tmp_path, store="memory://"))
-    assert app.conf.processing_guarantee.value == "at_least_once"
+    # Faust's setting decorator hides the property's type (an enum member) from mypy.
+    guarantee = cast("ProcessingGuarantee", app.conf.processing_guarantee)
+    assert guarantee.value == "at_least_once"
 
 
 async def test_a_crashed_app_exits_if_its_shutdown_hangs(

@@ -6,10 +6,12 @@ from __future__ import annotations
 import inspect
 import weakref
 from pathlib import Path
+from typing import Any, cast
 
 import faust
 from faust.transport.consumer import Consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import EventT
 
 from models.settings import Settings
 from streams import faust_private
@@ -24,7 +26,8 @@ def test_current_event_is_what_faust_reads_for_the_current_record() -> None:
     class Record:
         pass
 
-    record = Record()
+    # A stand-in for an event: Faust's context holds only a weak reference to it.
+    record = cast("EventT[Any]", Record())
     token = faust_private.CURRENT_EVENT.set(weakref.ref(record))
     try:
         assert faust.current_event() is record
@@ -48,20 +51,23 @@ def test_deliver_fetched_adds_to_fausts_buffered_partitions(tmp_path: Path) -> N
     consumer = app.consumer
     tp = faust.types.TP("orders", 1)
     faust_private.deliver_fetched(consumer, {tp})
-    assert tp in consumer._buffered_partitions
+    # Faust's private set, not on ConsumerT: pinned here on purpose.
+    assert tp in consumer._buffered_partitions  # type: ignore[attr-defined]
 
 
 def test_fausts_producer_keeps_its_aiokafka_producer_as_producer(tmp_path: Path) -> None:
     app = create_app(Settings(data_dir=tmp_path, store="memory://"))
     assert "_producer" in vars(app.producer) or hasattr(type(app.producer), "_producer")
-    assert faust_private.aiokafka_producer(app) is app.producer._producer
+    # Faust's private attribute, not on ProducerT: pinned here on purpose.
+    assert faust_private.aiokafka_producer(app) is app.producer._producer  # type: ignore[attr-defined]
 
 
 async def test_the_consumer_fetches_wait_as_long_as_the_settings_say(tmp_path: Path) -> None:
     """Faust fixes `fetch_max_wait_ms=1500`; the app's transport builds the same
     aiokafka consumer with the settings' value, which aiokafka hands its fetcher."""
     app = create_app(Settings(data_dir=tmp_path, store="memory://", fetch_max_wait_ms=123))
-    thread = app.consumer._thread
+    # Faust's private attribute, not on ConsumerT: pinned here on purpose.
+    thread = app.consumer._thread  # type: ignore[attr-defined]
     assert isinstance(thread, faust_private._ConsumerThread)
     consumer = thread._create_worker_consumer(app.transport)
     assert consumer._fetch_max_wait_ms == 123

@@ -10,11 +10,12 @@ import pytest
 
 from models import codec
 from models.deadletter import dump_json
+from models.partitioner import partition_for
 from models.replay import Replayer, read_records
 from models.settings import Settings
 from models.timeutil import to_us
 from streams.cli import _timestamp
-from streams.processor import Processor, partition_for
+from streams.processor import Processor
 from tests.builders import order, referral, sales
 from tests.golden import SPEC
 

@@ -64,14 +64,14 @@ def snap(cid: str, status: str, day: int = 1, **fig: str) -> Snapshot:
     at = (datetime(2026, 4, 1, tzinfo=UTC) + timedelta(days=day)).isoformat()
     return Snapshot(
         customer_id=cid,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         as_of=at,
         window_days=90,
         trailing=figures(**fig),
         lifetime=figures(**fig),
         revenue_change=-0.25,
-        open_invoices={"count": 0, "amount_due": "0.00", "provision": "0.00"},  # type: ignore[arg-type]
-        referrals={"referred_customers": 0, "referred_by": None},  # type: ignore[arg-type]
+        open_invoices={"count": 0, "amount_due": "0.00", "provision": "0.00"},
+        referrals={"referred_customers": 0, "referred_by": None},
         first_seen="2025-01-01T00:00:00+00:00",
         last_event_at=at,
         events_applied=10,
@@ -85,9 +85,9 @@ def alert(cid: str, status: str, day: int = 1, summary: str = "") -> Alert:
     return Alert(
         alert_id=f"id-{cid}-{day}",
         customer_id=cid,
-        kind=kind,  # type: ignore[arg-type]
-        severity=severity,  # type: ignore[arg-type]
-        status=status,  # type: ignore[arg-type]
+        kind=kind,
+        severity=severity,
+        status=status,
         previous_status="profitable",
         as_of=at,
         trigger_event_id=None,

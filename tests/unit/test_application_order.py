@@ -226,13 +226,14 @@ def test_record_key_and_produce_agree() -> None:
     from streams.produce import to_kafka
 
     _, v = order(C, "2026-01-10", 100, 40)
-    for line, key in [
+    cases: list[tuple[dict[str, Any], str | None]] = [
         ({"topic": "orders", "value": v}, C),
         ({"topic": "orders", "value": v, "key": "k"}, "k"),
         ({"topic": "orders", "value": v, "key": 7}, C),  # not a string: not a key
         ({"topic": "orders", "value": "{not json"}, None),
         ({"topic": "orders", "value": {"customer_id": 5}}, None),
-    ]:
+    ]
+    for line, key in cases:
         assert record_key(line) == key
         assert to_kafka(line)[1] == (key.encode() if key else None)
 
@@ -302,6 +303,7 @@ def stream(draw: st.DrawFn) -> list[dict[str, Any]]:
         cid = draw(st.sampled_from(CUSTOMERS))
         at = f"2026-01-{draw(st.integers(1, 9)):02d}T10:00:00Z"
         kind = draw(st.sampled_from(["order", "ticket", "sales", "rejected", "raw"]))
+        value: dict[str, Any] | str  # a raw line's value is a string, not an object
         if kind == "order":
             topic, value = order(cid, at, 100, 40, order_id=f"o{i}", event_id=f"e{i}")
         elif kind == "ticket":

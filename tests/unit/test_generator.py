@@ -139,6 +139,7 @@ def test_without_jitter_the_stream_is_ordered_by_occurred_at_but_for_late_record
     last = ""
     for _, v, lab in generate_labelled(replace(SMALL, jitter=0.0)):
         if lab == "applied":  # redeliveries and stale updates come late on purpose
+            assert isinstance(v, dict)  # an applied record is never a raw (malformed) line
             assert v["occurred_at"] >= last
             last = v["occurred_at"]
 
@@ -169,7 +170,8 @@ def _swaps(cfg: GeneratorConfig) -> tuple[list[int], int]:
     eligible = 0
     for a, b in itertools.pairwise(plain):
         if a[0] != b[0] and isinstance(a[1], dict) and isinstance(b[1], dict):
-            at_a, at_b = (datetime.fromisoformat(x[1]["occurred_at"]) for x in (a, b))
+            at_a = datetime.fromisoformat(a[1]["occurred_at"])
+            at_b = datetime.fromisoformat(b[1]["occurred_at"])
             eligible += abs(at_b - at_a) < timedelta(days=1)
     return swaps, eligible
 

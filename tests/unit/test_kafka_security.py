@@ -128,9 +128,9 @@ def test_combinations_that_cannot_work_are_refused(fields: dict[str, str], messa
 
 def test_an_unknown_protocol_or_mechanism_is_refused() -> None:
     with pytest.raises(ValueError, match="SASL_SSL"):
-        KafkaSecurity(security_protocol="SASL_SLL")  # type: ignore[arg-type]
+        KafkaSecurity(security_protocol="SASL_SLL")
     with pytest.raises(ValueError, match="SCRAM-SHA-512"):
-        KafkaSecurity(security_protocol="SASL_SSL", sasl_mechanism="GSSAPI")  # type: ignore[arg-type]
+        KafkaSecurity(security_protocol="SASL_SSL", sasl_mechanism="GSSAPI")
 
 
 def test_a_file_that_is_no_pem_is_refused_when_the_context_is_built(tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ from models import query
 from models.errors import QueryError
 
 
-def row(cid: str, status: str, net: str, revenue: str = "0.00", change: float | None = None):
+def row(
+    cid: str, status: str, net: str, revenue: str = "0.00", change: float | None = None
+) -> dict[str, Any]:
     return {
         "customer_id": cid,
         "status": status,

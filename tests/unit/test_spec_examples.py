@@ -6,8 +6,10 @@ import io
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from models.replay import replay
 from models.settings import Settings
@@ -22,7 +24,7 @@ CASES = [
 ]
 
 
-def _replay(name: str, as_of: str | None) -> list[dict[str, object]]:
+def _replay(name: str, as_of: str | None) -> list[dict[str, Any]]:
     out = io.StringIO()
     with open(SPEC / f"{name}.events.jsonl", "rb") as f:
         replay(f, Settings(), out, as_of_us=to_us(_timestamp(as_of)) if as_of else None)
@@ -52,7 +54,7 @@ def test_worked_example_intermediate_figures() -> None:
 def test_every_output_is_complete_per_sections_6_and_7() -> None:
     from models.outputs import Alert, DeadLetter, Snapshot
 
-    models = {
+    models: dict[str, type[BaseModel]] = {
         "profitability-alerts": Alert,
         "profitability-snapshots": Snapshot,
         "profitability-dlq": DeadLetter,
