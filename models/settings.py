@@ -165,6 +165,8 @@ class WebhookSettings(BaseModel):
     # Alerts given up on: an answer retrying cannot change (3xx, 4xx but 410 and 429),
     # or every attempt failed.
     undeliverable_topic: str = Field(default="profitability-alerts-undeliverable", min_length=1)
+    # Prometheus metrics on this port (streams/notifier_metrics.py); none: not served.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
 
 class AlertmanagerSettings(BaseModel):
@@ -194,6 +196,8 @@ class AlertmanagerSettings(BaseModel):
     backoff_cap_seconds: float = Field(default=30.0, gt=0)
     timeout_seconds: float = Field(default=10.0, gt=0)
     batch_size: int = Field(default=500, ge=1)  # alerts per POST
+    # Prometheus metrics on this port (streams/notifier_metrics.py); none: not served.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
 
 def _default_bands() -> list[ProvisionBand]:
@@ -309,6 +313,8 @@ class Settings(BaseSettings):
     commit_interval_seconds: float = Field(default=2.8, gt=0)
     # ... and at the latest every this many records (Faust's default), whichever first.
     commit_every_records: int = Field(default=10_000, ge=1)
+    # Where this process's HTTP server listens: the worker's web routes, a notifier's
+    # /metrics (`metrics_port` of its settings).
     web_bind: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
     # When set, every web route but /health, /ready and /metrics wants

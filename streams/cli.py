@@ -12,12 +12,15 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
 from models.errors import ConfigError, ProfitwatchError
 from models.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from streams.notifier_metrics import Families
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -200,10 +203,25 @@ def _overridden(model: type[M], current: M, given: dict[str, Any]) -> M:
         raise ConfigError(why) from None
 
 
+def _serve_notifier_metrics(settings: Settings, port: int | None, families: Families) -> None:
+    """/metrics on `web_bind`:`port` while the process runs (its thread is a daemon)."""
+    if port is None:
+        return
+    import logging
+
+    from streams.notifier_metrics import serve_metrics
+
+    server = serve_metrics(port, families, settings.web_bind)
+    logging.getLogger("streams.cli").info(
+        "metrics on http://%s:%d/metrics", settings.web_bind, server.server_port
+    )
+
+
 def cmd_notify_webhook(args: argparse.Namespace) -> int:
     """Every alert POSTed to a URL, signed (streams/notify_webhook.py); runs until
     stopped. Exit code 3 when the endpoint answers 410 Gone."""
     from models.settings import WebhookSettings
+    from streams.notifier_metrics import webhook_families
     from streams.notify_webhook import EXIT_ENDPOINT_GONE, EndpointGone, Notifier
     from streams.process import run_until_signalled
 
@@ -216,10 +234,12 @@ def cmd_notify_webhook(args: argparse.Namespace) -> int:
         "backoff_cap_seconds": args.backoff_cap,
         "timeout_seconds": args.timeout,
         "undeliverable_topic": args.undeliverable_topic,
+        "metrics_port": args.metrics_port,
     }
     webhook = _overridden(WebhookSettings, settings.webhook, given)
     _log_at_info()
     notifier = Notifier(settings, webhook)  # refuses a bad URL or secret before any I/O
+    _serve_notifier_metrics(settings, webhook.metrics_port, webhook_families(notifier.counts))
     _wait_for_broker(settings)
     try:
         run_until_signalled(notifier)
@@ -233,6 +253,7 @@ def cmd_notify_alertmanager(args: argparse.Namespace) -> int:
     """A Prometheus Alertmanager kept in step with the customers' statuses
     (streams/notify_alertmanager.py); runs until stopped."""
     from models.settings import AlertmanagerSettings
+    from streams.notifier_metrics import alertmanager_families
     from streams.notify_alertmanager import AlertmanagerNotifier
     from streams.process import run_until_signalled
 
@@ -245,10 +266,12 @@ def cmd_notify_alertmanager(args: argparse.Namespace) -> int:
         "backoff_base_seconds": args.backoff_base,
         "backoff_cap_seconds": args.backoff_cap,
         "timeout_seconds": args.timeout,
+        "metrics_port": args.metrics_port,
     }
     am = _overridden(AlertmanagerSettings, settings.alertmanager, given)
     _log_at_info()
     notifier = AlertmanagerNotifier(settings, am)  # refuses a bad URL before any I/O
+    _serve_notifier_metrics(settings, am.metrics_port, alertmanager_families(notifier.counts))
     _wait_for_broker(settings)
     run_until_signalled(notifier)
     return 0
@@ -385,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     nw.add_argument(
         "--undeliverable-topic", help="dead letters (profitability-alerts-undeliverable)"
     )
+    nw.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics here (none)")
     nw.add_argument("--config", help="TOML settings file")
     nw.set_defaults(func=cmd_notify_webhook)
     na = notify.add_parser(
@@ -414,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     na.add_argument("--backoff-cap", type=float, help="seconds between attempts, at most (30)")
     na.add_argument("--timeout", type=float, help="seconds to connect, send, await the answer (10)")
+    na.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics here (none)")
     na.add_argument("--config", help="TOML settings file")
     na.set_defaults(func=cmd_notify_alertmanager)
 

@@ -163,8 +163,12 @@ def ensure_notifier_topics(settings: Settings) -> list[str]:
 
 @dataclass
 class Counts:
+    """What the notifier did since it started (streams/notifier_metrics.py)."""
+
     posts: int = 0
-    failed_posts: int = 0
+    failed_posts: int = 0  # answered `retry`: tried again
+    refused_posts: int = 0  # answered 400/422: not retried
+    firing: int = 0  # alerts kept firing, as of the last full re-send
     changes: int = 0  # customers whose alertname changed, delivered
     invalid: int = 0  # records that are neither snapshot, tombstone nor alert
 
@@ -429,6 +433,7 @@ class AlertmanagerNotifier:
         self.counts.changes += len(plan.changed)
         if full:
             self._next_full = now_m + self.am.resend_interval_seconds
+            self.counts.firing = plan.firing
         if plan.changed:
             log.info("delivered %s", _described(plan))
         self._commit(consumer, positions)
@@ -442,6 +447,7 @@ class AlertmanagerNotifier:
                 self.counts.failed_posts += 1
                 return got
             if got.kind == "refused":
+                self.counts.refused_posts += 1
                 answer = got
         return answer
 

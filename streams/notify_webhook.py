@@ -26,8 +26,9 @@ import logging
 import math
 import random
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -222,8 +223,13 @@ def _alert_id(value: bytes | None) -> tuple[str | None, str]:
 
 @dataclass
 class Counts:
+    """What the notifier settled since it started (streams/notifier_metrics.py)."""
+
     delivered: int = 0
     dead_lettered: int = 0
+    dead_lettered_by: dict[str, int] = field(default_factory=dict)  # by reason
+    attempts: int = 0  # HTTP attempts of the alerts settled
+    last_delivered_at: float | None = None  # Unix time
 
 
 class Notifier:
@@ -323,6 +329,8 @@ class Notifier:
                 )
             if outcome.kind == "delivered":
                 self.counts.delivered += 1
+                self.counts.attempts += outcome.attempts
+                self.counts.last_delivered_at = time.time()
                 log.info(
                     "webhook %s (customer %s): delivered, HTTP %s, attempt %d",
                     alert_id,
@@ -368,6 +376,9 @@ class Notifier:
         # Waited for: committing before the broker has the dead letter could lose it.
         producer.send(topic, key=rec.key, value=rec.value, headers=headers).get(timeout=30)
         self.counts.dead_lettered += 1
+        by = self.counts.dead_lettered_by
+        by[reason] = by.get(reason, 0) + 1
+        self.counts.attempts += attempts
         log.warning(
             "alert at %s[%d]@%d dead-lettered to %s: %s: %s",
             rec.topic,

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from models.generator import GeneratorConfig, generate_records
 from models.ledger import REF
 from models.replay import Replayer
@@ -106,6 +108,20 @@ def check_equal(bootstrap: str, settings: Settings, exp: Expected) -> int:
         assert mine == theirs, (cid, mine, theirs)  # both, to tell a lost alert from a path
     assert sum(len(exp.alerts.get(c, [])) for c in compared) > 0  # alerts were compared
     return len(compared)
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def metric_samples(port: int) -> Samples:
+    """Every sample of /metrics on `port`: (name, sorted labels) -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def metric(port: int, name: str) -> float:

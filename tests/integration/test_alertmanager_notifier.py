@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -33,7 +32,9 @@ from alerts.alertmanager import View, alertname_of, customer_page
 from models.outputs import Snapshot
 from models.replay import Replayer
 from models.settings import Settings
+from streams.broker_process import free_port
 from tests.integration.cli_process import CliProcess
+from tests.integration.expectations import metric_samples
 from tests.integration.flow import stream
 from tests.kafka_helpers import Sent, committed_offsets, create_topics, produce, wait_until_consumed
 
@@ -65,13 +66,6 @@ def alertmanager_binary() -> str:
         "(an upstream `alertmanager` binary on PATH works too)",
         pytrace=False,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _get(url: str, timeout_s: float = 5.0) -> Any:
@@ -378,7 +372,9 @@ def test_alertmanager_shows_exactly_the_customers_at_risk_or_unprofitable_throug
     # --- A: half the stream before the notifier starts, half while it runs ---
     half = len(outputs) // 2
     send(outputs[:half])
-    first = CliProcess(env, ["notify", "alertmanager", *args], log_path)
+    metrics_port = free_port()
+    first_env = env | {"PROFITWATCH_ALERTMANAGER__METRICS_PORT": str(metrics_port)}
+    first = CliProcess(first_env, ["notify", "alertmanager", *args], log_path)
     processes.append(first.start())
     wait_until(
         "the notifier to read the snapshots",
@@ -425,6 +421,33 @@ def test_alertmanager_shows_exactly_the_customers_at_risk_or_unprofitable_throug
     )
     assert took <= RESEND_S + 1.5, f"{took:.1f} s to come back"
     wait_until_consumed(kafka_bootstrap, group, [alerts_topic, snapshots_topic], 4, timeout_s=20)
+
+    # Its metrics say what happened: POSTs refused while Alertmanager was down, then
+    # delivered; as many alerts firing as Alertmanager has active.
+    def posts() -> dict[str, float]:
+        return {
+            dict(labels)["result"]: v
+            for (name, labels), v in metric_samples(metrics_port).items()
+            if name == "profitwatch_alertmanager_posts_total"
+        }
+
+    got = posts()
+    assert got["retry"] >= 2 and got["delivered"] >= 2 and got["refused"] == 0, got
+    active = len(am.active())
+    wait_until(
+        f"{active} firing in the metrics",
+        lambda: (
+            None
+            if metric_samples(metrics_port)[("profitwatch_alertmanager_firing_alerts", ())]
+            == active
+            else "not yet"
+        ),
+        2 * RESEND_S + 1,
+        first,
+    )
+    samples = metric_samples(metrics_port)
+    assert samples[("profitwatch_alertmanager_changes_total", ())] >= active > 0
+    assert samples[("profitwatch_alertmanager_invalid_records_total", ())] == 0
 
     # --- C: the notifier restarts; Alertmanager's active alerts do not change ---
     before = am.active()

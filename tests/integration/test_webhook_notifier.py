@@ -6,6 +6,7 @@ stops the notifier with exit code 3 and leaves its alert uncommitted."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +20,9 @@ import pytest
 from alerts.webhooks import new_secret, verify
 from models.replay import Replayer
 from models.settings import Settings
+from streams.broker_process import free_port
 from tests.integration.cli_process import CliProcess
+from tests.integration.expectations import metric_samples
 from tests.integration.flow import stream
 from tests.kafka_helpers import (
     Sent,
@@ -227,6 +230,7 @@ def test_every_alert_is_delivered_signed_and_in_order_through_failures_and_a_res
 
     topic = setup.settings.topics.alerts
     create_topics(kafka_bootstrap, [topic], partitions=4)
+    began = time.time()
     half = len(alerts) // 2
     sent = _produce(kafka_bootstrap, topic, alerts[:half])
 
@@ -240,7 +244,9 @@ def test_every_alert_is_delivered_signed_and_in_order_through_failures_and_a_res
         assert "notify webhook stopped" in first.output()
 
         sent += _produce(kafka_bootstrap, topic, alerts[half:])
-        second = CliProcess(setup.env, _notify(crm.url), tmp_path / "notify.log")
+        metrics_port = free_port()
+        env = setup.env | {"PROFITWATCH_WEBHOOK__METRICS_PORT": str(metrics_port)}
+        second = CliProcess(env, _notify(crm.url), tmp_path / "notify.log")
         processes.append(second.start())
         want = len(ids) - 2
         second.wait_for("every alert", lambda: len(crm.delivered()) >= want, 40)
@@ -248,6 +254,7 @@ def test_every_alert_is_delivered_signed_and_in_order_through_failures_and_a_res
         letters = read_topic(
             kafka_bootstrap, setup.env["PROFITWATCH_WEBHOOK__UNDELIVERABLE_TOPIC"], expected=2
         )
+        scraped = metric_samples(metrics_port)  # idle now: its counts are final
         assert second.terminate() == 0, second.output()
         hits = list(crm.hits)
 
@@ -283,6 +290,24 @@ def test_every_alert_is_delivered_signed_and_in_order_through_failures_and_a_res
             if h.customer_id == customer and (not seen or seen[-1] != h.alert_id):
                 seen.append(h.alert_id)
         assert seen == [ids[i] for i, (cid, _) in enumerate(alerts) if cid == customer]
+
+    # The metrics of the second notifier, with the first's stop line, add up to what the
+    # endpoint saw: each alert settled once, by one of them.
+    stopped = re.search(r"notify webhook stopped: (\d+) delivered, (\d+) dead-lettered", output)
+    assert stopped, first.output()
+    first_delivered, first_dead = map(int, stopped.groups())
+    outcome = {
+        dict(labels)["outcome"]: v
+        for (name, labels), v in scraped.items()
+        if name == "profitwatch_webhook_alerts_total"
+    }
+    assert outcome["delivered"] + first_delivered == len(delivered)
+    assert outcome["rejected"] + outcome["exhausted"] + first_dead == 2
+    assert outcome["invalid_alert"] == 0
+    settled = sum(outcome.values())
+    assert scraped[("profitwatch_webhook_attempts_total", ())] >= settled > 0
+    last = scraped[("profitwatch_webhook_last_delivered_timestamp_seconds", ())]
+    assert began <= last <= time.time()
 
     # The two given up on are on the undeliverable topic, as they were, with the reason.
     by_id = {json.loads(r.value or b"{}")["alert_id"]: r for r in letters}

@@ -39,7 +39,7 @@ from pydantic_settings import EnvSettingsSource
 
 from models.settings import Settings
 from streams.apache_kafka import BROKER_SETTINGS, kafka_version, server_properties
-from streams.cli import build_parser, cmd_notify_webhook
+from streams.cli import build_parser, cmd_notify_alertmanager, cmd_notify_webhook
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -561,17 +561,29 @@ def test_the_webhook_notifier_runs_only_with_the_crm_profile() -> None:
             assert "crm" not in (other_svc.get("profiles") or []), other
 
 
-def test_the_alertmanager_notifier_posts_to_the_alertmanager_service(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_the_alertmanager_notifier_posts_to_the_alertmanager_service() -> None:
     svc = service("notify-alertmanager")
     assert "profiles" not in svc, "it runs with `docker compose up`"
     assert svc["command"] == ["notify", "alertmanager", "--url", "http://alertmanager:9093"]
     assert "alertmanager" in svc["depends_on"]
-    try:
-        args = build_parser().parse_args(svc["command"])
-    except SystemExit:
-        if "invalid choice: 'alertmanager'" in capsys.readouterr().err:
-            pytest.skip("streams/cli.py has no `notify alertmanager` yet")
-        raise
-    assert args.url == "http://alertmanager:9093"
+    args = build_parser().parse_args(svc["command"])
+    assert args.func is cmd_notify_alertmanager and args.url == "http://alertmanager:9093"
+
+
+@pytest.mark.parametrize(
+    ("name", "variable"),
+    [
+        ("notify-alertmanager", "PROFITWATCH_ALERTMANAGER__METRICS_PORT"),
+        ("notify-webhook", "PROFITWATCH_WEBHOOK__METRICS_PORT"),
+    ],
+)
+def test_prometheus_scrapes_each_notifier_on_its_metrics_port(name: str, variable: str) -> None:
+    env = raw_env(service(name))
+    port = env[variable]
+    assert str(env["PROFITWATCH_WEB_BIND"]) == "0.0.0.0", f"{name} listens on loopback only"
+    prometheus = service("prometheus")
+    config_path = host_path(prometheus, flag(prometheus, "--config.file"))
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == f"profitwatch-{name}"]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    assert [t for static in job["static_configs"] for t in static["targets"]] == [f"{name}:{port}"]
