@@ -31,9 +31,16 @@ from streams.processor import Processor
 
 log = logging.getLogger(__name__)
 
+# A group waiting this long on a partition whose position does not move is reported
+# (again every as long): such a wait has no bound, since Kafka says records are there.
+STALL_REPORT_S = 30.0
+
+
+_seconds = time.monotonic  # the clock of every wait here (a test sets its own)
+
 
 def _now_ms() -> float:
-    return time.monotonic() * 1000.0
+    return _seconds() * 1000.0
 
 
 class OrderedInput:
@@ -56,6 +63,8 @@ class OrderedInput:
         app.sensors.add(_Fetched(self.fetched, self.inputs))
         # The client's position of the partitions a group waits on, asked at each tick.
         self.positions: dict[tuple[str, int], int] = {}
+        # Of those: (since when, at which position, last reported) while it stays put.
+        self._still: dict[tuple[str, int], tuple[float, int | None, float]] = {}
         self.order: GroupOrder[Any] = GroupOrder(
             tuple(settings.topics.input_kinds()),  # in section 2's order: ties go by it
             self._end_offset,
@@ -103,7 +112,9 @@ class OrderedInput:
 
     async def tick(self) -> None:
         """Apply what became due with time, end offsets or positions (a timer)."""
-        for topic, partition in self.order.waiting_on():
+        waiting = self.order.waiting_on()
+        now_s = _seconds()
+        for topic, partition in waiting:
             try:
                 pos = await self.app.consumer.position(TP(topic, partition))
             except Exception:  # not known now: the wait runs on the clock
@@ -112,8 +123,37 @@ class OrderedInput:
                 self.positions.pop((topic, partition), None)
             else:
                 self.positions[(topic, partition)] = pos
+            self._report_if_still(topic, partition, pos, now_s)
+        for tp in self._still.keys() - set(waiting):
+            del self._still[tp]
         self._apply(self.order.release(_now_ms()))
         self._flow()
+
+    def _report_if_still(self, topic: str, partition: int, pos: int | None, now_s: float) -> None:
+        """Log a wait on a partition whose position has not moved for `STALL_REPORT_S`,
+        with what the order knows of it, so that an operator sees it."""
+        tp = (topic, partition)
+        seen = self._still.get(tp)
+        if seen is None or seen[1] != pos:
+            self._still[tp] = (now_s, pos, now_s)
+            return
+        since, _, reported = seen
+        if now_s - reported < STALL_REPORT_S:
+            return
+        self._still[tp] = (since, pos, now_s)
+        log.warning(
+            "the records of partition %d wait on %s[%d] for %.0f s and its position %s has "
+            "not moved: end offset %s, fetched up to %s, next offset expected %s, %s",
+            partition,
+            topic,
+            partition,
+            now_s - since,
+            pos,
+            self._end_offset(topic, partition),
+            self.fetched.get(tp),
+            self.order.next_offset.get(tp),
+            "paused by the held-records bound" if tp in self.order.paused else "not paused",
+        )
 
     def _apply(self, released: Iterable[Any]) -> None:
         apply, applied, hold = self.processor.apply_input, self.acks.applied, self.metrics.hold
@@ -161,6 +201,7 @@ class OrderedInput:
         for tp in revoked:
             self.fetched.pop((tp.topic, tp.partition), None)
             self.positions.pop((tp.topic, tp.partition), None)
+            self._still.pop((tp.topic, tp.partition), None)
         return len(self.order.revoke(partitions))
 
 

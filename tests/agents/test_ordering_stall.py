@@ -1,0 +1,85 @@
+"""A group waiting on a partition whose position never moves is reported, with what
+the order knows of it (streams/ordering.py): such a wait has no time bound."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from yarl import URL
+
+import streams.ordering
+from models.settings import Settings
+from streams.agents import Service
+
+
+class _Consumer:
+    """Kafka says 100 records are there; the client's position stays at 5."""
+
+    def __init__(self) -> None:
+        self.position_of = 5
+
+    def highwater(self, tp: Any) -> int:
+        return 100
+
+    async def position(self, tp: Any) -> int:
+        return self.position_of
+
+    def pause_partitions(self, tps: Any) -> None:
+        raise AssertionError("nothing is held beyond the bound here")
+
+    def resume_partitions(self, tps: Any) -> None:
+        raise AssertionError("nothing was paused")
+
+
+@pytest.fixture
+def ordered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    svc = Service(Settings(store="memory://", data_dir=tmp_path, sweep_interval_seconds=0))
+    svc.app.finalize()
+    svc.app.conf.store = URL("memory://")
+    ordered = svc.ordered
+    ordered.app = SimpleNamespace(consumer=_Consumer())
+    clock = [1000.0]
+    monkeypatch.setattr(streams.ordering, "_seconds", lambda: clock[0])
+    topics = sorted(ordered.inputs)
+    ordered.order.assign({(t, 0): 0 for t in topics})
+    # One record of the first topic: partition 0's group now waits on the others.
+    assert ordered.order.receive(topics[0], 0, 0, 1, "record", clock[0] * 1000)
+    yield ordered, clock
+
+
+async def test_a_wait_whose_position_does_not_move_is_reported(
+    ordered: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    ordered, clock = ordered
+    caplog.set_level(logging.WARNING, logger="streams.ordering")
+    for _ in range(3):  # ticks at 0, 10 and 20 s: not yet
+        await ordered.tick()
+        clock[0] += 10
+    assert not caplog.records
+    clock[0] += 15  # 45 s
+    await ordered.tick()
+    reports = [r.getMessage() for r in caplog.records]
+    waited_on = {t for t, _ in ordered.order.waiting_on()}
+    assert len(reports) == len(waited_on) >= 1
+    assert all("position 5 has not moved" in r and "end offset 100" in r for r in reports)
+    assert all("wait on" in r and "for 45 s" in r for r in reports)
+    await ordered.tick()  # reported once per STALL_REPORT_S, not at every tick
+    assert len(caplog.records) == len(reports)
+    assert ordered.order.held == 1  # still waiting: the report changes nothing
+
+
+async def test_a_position_that_moves_is_no_stall(
+    ordered: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    ordered, clock = ordered
+    caplog.set_level(logging.WARNING, logger="streams.ordering")
+    for _ in range(10):  # 100 s of waiting, but the client reads on
+        await ordered.tick()
+        clock[0] += 10
+        ordered.app.consumer.position_of += 1
+    assert not caplog.records
