@@ -65,6 +65,9 @@ class OrderedInput:
         self.positions: dict[tuple[str, int], int] = {}
         # Of those: (since when, at which position, last reported) while it stays put.
         self._still: dict[tuple[str, int], tuple[float, int | None, float]] = {}
+        # Records taken for redeliveries (below an offset received before), per
+        # topic-partition since its assignment: the first one is logged.
+        self.rereceived: dict[tuple[str, int], int] = {}
         self.order: GroupOrder[Any] = GroupOrder(
             tuple(settings.topics.input_kinds()),  # in section 2's order: ties go by it
             self._end_offset,
@@ -105,10 +108,27 @@ class OrderedInput:
         now = _now_ms()
         order = self.order
         if not order.receive(m.topic, m.partition, m.offset, at, (event, decoded), now):
+            self._rereceived(m.topic, m.partition, m.offset)
             return  # an offset this worker received before: nothing to do twice
         self._apply(order.release(now, (m.partition,)))
         if order.held > order.max_held or order.paused:
             self._flow()
+
+    def _rereceived(self, topic: str, partition: int, offset: int) -> None:
+        """Faust delivers again what it seeks back to; if records of a partition ever
+        came out of offset order instead, the lower ones would be ignored here and
+        never acked (its commits would stop): the first one is logged."""
+        tp = (topic, partition)
+        n = self.rereceived[tp] = self.rereceived.get(tp, 0) + 1
+        if n == 1:
+            log.warning(
+                "%s[%d] offset %d is below the %s received before: taken for a redelivery, "
+                "not queued again (logged once per assignment)",
+                topic,
+                partition,
+                offset,
+                self.order.received.get(tp),
+            )
 
     async def tick(self) -> None:
         """Apply what became due with time, end offsets or positions (a timer)."""
@@ -202,6 +222,7 @@ class OrderedInput:
             self.fetched.pop((tp.topic, tp.partition), None)
             self.positions.pop((tp.topic, tp.partition), None)
             self._still.pop((tp.topic, tp.partition), None)
+            self.rereceived.pop((tp.topic, tp.partition), None)
         return len(self.order.revoke(partitions))
 
 

@@ -1,5 +1,6 @@
-"""A group waiting on a partition whose position never moves is reported, with what
-the order knows of it (streams/ordering.py): such a wait has no time bound."""
+"""What the order of application reports (streams/ordering.py): a group waiting on a
+partition whose position never moves (such a wait has no time bound), and records
+ignored as redeliveries."""
 
 from __future__ import annotations
 
@@ -83,3 +84,22 @@ async def test_a_position_that_moves_is_no_stall(
         clock[0] += 10
         ordered.app.consumer.position_of += 1
     assert not caplog.records
+
+
+async def test_a_record_below_one_received_before_is_logged_once(
+    ordered: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    ordered, _ = ordered
+    topic = sorted(ordered.inputs)[0]  # the fixture's record: offset 0 of partition 0
+    caplog.set_level(logging.WARNING, logger="streams.ordering")
+    for _ in range(3):
+        message = SimpleNamespace(topic=topic, partition=0, offset=0, headers=None)
+        ordered.on_event(SimpleNamespace(message=message, value=b"{}", key=b"c1"))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{topic}[0] offset 0 is below the 1 received before: taken for a redelivery, "
+        "not queued again (logged once per assignment)"
+    ]
+    assert ordered.rereceived == {(topic, 0): 3}
+    assert ordered.order.held == 1  # not queued again
+    ordered.on_revoked([SimpleNamespace(topic=topic, partition=0)])
+    assert ordered.rereceived == {}
