@@ -226,10 +226,13 @@ class Counts:
     """What the notifier settled since it started (streams/notifier_metrics.py)."""
 
     delivered: int = 0
-    dead_lettered: int = 0
     dead_lettered_by: dict[str, int] = field(default_factory=dict)  # by reason
     attempts: int = 0  # HTTP attempts of the alerts settled
     last_delivered_at: float | None = None  # Unix time
+
+    @property
+    def dead_lettered(self) -> int:
+        return sum(self.dead_lettered_by.values())
 
 
 class Notifier:
@@ -375,7 +378,6 @@ class Notifier:
         topic = self.webhook.undeliverable_topic
         # Waited for: committing before the broker has the dead letter could lose it.
         producer.send(topic, key=rec.key, value=rec.value, headers=headers).get(timeout=30)
-        self.counts.dead_lettered += 1
         by = self.counts.dead_lettered_by
         by[reason] = by.get(reason, 0) + 1
         self.counts.attempts += attempts
