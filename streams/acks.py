@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,13 @@ class AckAfterDelivery:
         delivered: Callable[[], Awaitable[None]],
         *,
         every: int,
+        acknowledging: Callable[[], AbstractContextManager[Any]] = nullcontext,
     ) -> None:
         self._flush = flush  # writes changed states and owed snapshots, starts sending
         self._delivered = delivered  # awaits what `flush` started
         self.every = every
+        # The block the consumer takes acks in: no other ack counts (faust_private).
+        self._acknowledging = acknowledging
         self.events: list[Any] = []  # applied since the last commit, in order
         self.sends: list[asyncio.Future[Any]] = []  # Faust sends since then
         self._acked: dict[tuple[str, int], int] = {}  # highest offset acked per tp
@@ -77,8 +81,9 @@ class AckAfterDelivery:
             if sends:
                 await asyncio.gather(*sends)
             # 4. Acknowledge, in the order applied; Faust commits acked offsets.
-            for event in events:
-                self._ack(event)
+            with self._acknowledging():
+                for event in events:
+                    self._ack(event)
             return len(events)
 
     def _ack(self, event: Any) -> None:

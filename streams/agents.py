@@ -18,7 +18,7 @@ from models.timeutil import now_us
 from streams import web
 from streams.acks import AckAfterDelivery
 from streams.app import create_app
-from streams.faust_private import aiokafka_producer
+from streams.faust_private import aiokafka_producer, own_acks
 from streams.metrics import Metrics
 from streams.ordering import OrderedInput
 from streams.processor import Headers, Processor
@@ -81,7 +81,10 @@ class Service:
         # Records are acked only once their outputs are delivered, so whatever Faust
         # commits is safe (streams/acks.py); a commit here is that flush and those acks.
         self.acks = AckAfterDelivery(
-            self._flush, self.batches.delivered, every=settings.commit_every_records
+            self._flush,
+            self.batches.delivered,
+            every=settings.commit_every_records,
+            acknowledging=lambda: own_acks(app),
         )
         self.ordered = OrderedInput(app, settings, self.processor, self.acks, self.metrics)
         app.before_stop = self.acks.commit
@@ -97,8 +100,10 @@ class Service:
                     await acks.commit()
 
         async def internal(stream: Any) -> None:
-            on_internal, acks = self.processor.on_internal, self.acks
+            on_internal, acks, admit = self.processor.on_internal, self.acks, self.ordered.admit
             async for event in stream.noack().events():
+                if not admit(event):  # not the next one of its partition
+                    continue
                 m = event.message
                 on_internal(m.partition, m.offset, event.key, event.value)
                 acks.applied(event)
@@ -175,6 +180,7 @@ class Service:
 
     async def _on_rebalanced(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         self.processor.reindex()
+        await self.ordered.on_rebalanced()
 
 
 def rocksdb_options(settings: Settings) -> dict[str, int]:

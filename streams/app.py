@@ -94,7 +94,7 @@ class App(faust.App):
         await super().crash(reason)
 
     def _new_transport(self) -> Any:
-        return new_transport(self, self.fetch_max_wait_ms)
+        return new_transport(self)
 
     async def on_stop(self) -> None:
         if self.before_stop is not None:

@@ -16,7 +16,14 @@ faust-streaming or aiokafka, run `make test`.
   them; a partition in `_buffered_partitions` (Faust's own flow control for full
   stream buffers) has those delivered instead. So the memory bound of the order of
   application (streams/ordering.py) pauses with both, and nothing is lost.
-- `new_transport(app, fetch_max_wait_ms)` (`App._new_transport`, the aiokafka driver's
+- `own_acks(app)` (an override of the aiokafka driver's `Consumer.ack`): with manual
+  acks (`stream.noack()`) Faust's stream still acknowledges the records it skips, of
+  an older consumer generation or while flow control is off (around rebalances),
+  without handing them over. Such an ack lets Faust commit past a record no agent
+  took. The consumer here takes acks only inside `own_acks` (streams/acks.py) and
+  counts the others (`skipped_acks`): a skipped record is read again (Faust seeks back
+  after a rebalance; models/contiguity.py has the worker seek back otherwise).
+- `new_transport(app)` (`App._new_transport`, the aiokafka driver's
   `Consumer._new_consumer_thread` and `AIOKafkaConsumerThread._create_worker_consumer`,
   aiokafka's `AIOKafkaConsumer._fetch_max_wait_ms`): Faust builds its consumer with
   `fetch_max_wait_ms=1500` and no setting for it. Kafka answers a connection's
@@ -27,7 +34,8 @@ faust-streaming or aiokafka, run `make test`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Final
 
 import faust
@@ -67,6 +75,15 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class _Consumer(faust_aiokafka.Consumer):
+    acks_open = False  # True only inside `own_acks`
+    skipped_acks = 0  # acks refused: Faust's own, of records no agent took
+
+    def ack(self, message: Any) -> bool:
+        if not self.acks_open:
+            self.skipped_acks += 1
+            return False
+        return bool(super().ack(message))
+
     def _new_consumer_thread(self) -> Any:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -75,9 +92,27 @@ class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
 
 
-def new_transport(app: Any, fetch_max_wait_ms: int | None) -> Any:
-    """Faust's aiokafka transport for the app's consumer, its fetches waiting at most
-    ``fetch_max_wait_ms`` on the broker (Faust's own when None)."""
-    if fetch_max_wait_ms is None:
-        return faust.App._new_transport(app)
+def new_transport(app: Any) -> Any:
+    """Faust's aiokafka transport for the app's consumer: it takes only `own_acks`, and
+    its fetches wait at most ``app.fetch_max_wait_ms`` on the broker (Faust's own when
+    None)."""
     return _Transport(app.conf.broker_consumer, app, loop=app.loop)
+
+
+@contextmanager
+def own_acks(app: Any) -> Iterator[None]:
+    """The consumer takes acknowledgements inside this block only (no await in it)."""
+    consumer = app.consumer
+    if not isinstance(consumer, _Consumer):  # another transport (tests): takes all
+        yield
+        return
+    consumer.acks_open = True
+    try:
+        yield
+    finally:
+        consumer.acks_open = False
+
+
+def skipped_acks(app: Any) -> int:
+    """Acknowledgements the consumer refused so far."""
+    return getattr(app.consumer, "skipped_acks", 0)

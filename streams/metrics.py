@@ -23,6 +23,11 @@ Only the two latency histograms are observed per record.
   back: `max_lag_wait_ms` or `max_idle_ms` ran out), profitwatch_late_records_total
   (applied with an event time earlier than their group's latest applied: lateness),
   profitwatch_order_pauses_total (topic-partitions paused by `max_held_records`);
+- records taken in offset order (models/contiguity.py): profitwatch_offset_gaps_total
+  (a record came after a gap: its partition was read again from the gap),
+  profitwatch_offset_gaps_empty_total (of those, offsets that held no record), and
+  profitwatch_skipped_acks_total (acknowledgements by Faust of records no agent took,
+  refused: see streams/faust_private.py);
 - profitwatch_consumer_lag_records{topic, partition}: records behind, for each input and
   internal topic-partition assigned to this worker: its end offset (the consumer's
   highwater, as of the last fetch) minus the position of Faust's stream (the offset
@@ -35,7 +40,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -94,9 +99,12 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch_order(self, order: Any) -> None:
-        """The order of application's gauges and counters (a models.group_order.GroupOrder)."""
-        self.registry.register(_OrderCollector(order))
+    def watch_order(
+        self, order: Any, contiguity: Any = None, skipped_acks: Callable[[], int] | None = None
+    ) -> None:
+        """The order of application's gauges and counters (a models.group_order.GroupOrder,
+        a models.contiguity.Contiguity and the consumer's refused acks)."""
+        self.registry.register(_OrderCollector(order, contiguity, skipped_acks))
 
     def watch(self, tallies: Tallies) -> None:
         self.registry.register(_TallyCollector(tallies))
@@ -162,8 +170,10 @@ class _TallyCollector(Collector):
 
 
 class _OrderCollector(Collector):
-    def __init__(self, order: Any) -> None:
+    def __init__(self, order: Any, contiguity: Any, skipped_acks: Callable[[], int] | None) -> None:
         self.order = order
+        self.contiguity = contiguity
+        self.skipped_acks = skipped_acks
 
     def collect(self) -> Iterator[Metric]:
         o = self.order
@@ -187,6 +197,23 @@ class _OrderCollector(Collector):
             "Records applied with an event time earlier than their group's latest applied.",
             value=o.late,
         )
+        if self.contiguity is not None:
+            yield CounterMetricFamily(
+                "profitwatch_offset_gaps",
+                "Records that came after a gap in their partition's offsets (read again).",
+                value=self.contiguity.gaps,
+            )
+            yield CounterMetricFamily(
+                "profitwatch_offset_gaps_empty",
+                "Gaps in a partition's offsets that held no record when read again.",
+                value=self.contiguity.empty,
+            )
+        if self.skipped_acks is not None:
+            yield CounterMetricFamily(
+                "profitwatch_skipped_acks",
+                "Acknowledgements of records no agent took (skipped by Faust), refused.",
+                value=self.skipped_acks(),
+            )
 
 
 class _LagCollector(Collector):

@@ -9,6 +9,9 @@ the last fetch; None before one) and, at assignment, `position(tp)`. Beyond
 `max_held_records` the topic-partitions that are ahead are paused
 (`consumer.pause_partitions`) until the held records drain. A revoke drops the held
 records of the revoked partitions, never acknowledged: their next owner reads them.
+Before any of that, every record of an input or the internal topic must be the next
+one of its partition (`models/contiguity.py`): one that comes after a gap is not
+taken, and the partition is sought back to the record that did not come.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from models.contiguity import Contiguity, Probe, Verdict
 from models.group_order import GroupOrder
 from models.settings import Settings
 from streams.acks import AckAfterDelivery
-from streams.faust_private import deliver_fetched
+from streams.faust_private import deliver_fetched, skipped_acks
 from streams.metrics import Metrics
 from streams.processor import Processor
 
@@ -57,6 +61,10 @@ class OrderedInput:
         self.acks = acks
         self.metrics = metrics
         self.inputs = frozenset(settings.topics.input_kinds())
+        # Offsets taken in order, none left out: every topic whose records change state.
+        self.guarded = self.inputs | {settings.topics.internal}
+        self.contiguity = Contiguity()
+        self._seeks: set[asyncio.Task[None]] = set()  # seeks back under way
         # The next offset past the last record of each input partition that entered
         # Faust (its Conductor, before the agent's queue): a sensor sees every one.
         self.fetched: dict[tuple[str, int], int] = {}
@@ -77,7 +85,7 @@ class OrderedInput:
             max_lag_wait_ms=settings.max_lag_wait_ms,
             max_held=settings.max_held_records,
         )
-        metrics.watch_order(self.order)
+        metrics.watch_order(self.order, self.contiguity, lambda: skipped_acks(app))
 
     def _end_offset(self, topic: str, partition: int) -> int | None:
         try:
@@ -94,8 +102,48 @@ class OrderedInput:
 
     # ---- records ---------------------------------------------------------------------
 
+    def admit(self, event: Any) -> bool:
+        """Is this record the next one of its partition (else it is not taken: not
+        applied, not acknowledged)? A gap before it starts a seek back to the first
+        record missing."""
+        m = event.message
+        verdict, probe = self.contiguity.judge((m.topic, m.partition), m.offset)
+        if verdict is Verdict.NEXT:
+            return True
+        if verdict is Verdict.AGAIN:
+            self._rereceived(m.topic, m.partition, m.offset)
+        elif probe is not None:
+            self._seek_back(probe)
+        return False
+
+    def _seek_back(self, probe: Probe) -> None:
+        topic, partition = probe.tp
+        log.warning(
+            "%s[%d] offset %d came before offset %d: the records between were not "
+            "delivered (or hold none); reading the partition again from %d",
+            topic,
+            partition,
+            probe.got,
+            probe.back_to,
+            probe.back_to,
+        )
+        task = asyncio.ensure_future(self._seek(probe))
+        self._seeks.add(task)
+        task.add_done_callback(self._seeks.discard)
+
+    async def _seek(self, probe: Probe) -> None:
+        try:
+            await self.app.consumer.seek(TP(*probe.tp), probe.back_to)
+        except Exception as exc:  # e.g. revoked meanwhile: the next record asks again
+            log.warning("seeking %s[%d] back failed: %r", *probe.tp, exc)
+            self.contiguity.seek_failed(probe)
+        else:
+            self.contiguity.sought(probe)
+
     def on_event(self, event: Any) -> None:
         """An input event from the agent (manual acks): queue it, apply what may go."""
+        if not self.admit(event):
+            return
         m = event.message
         decoded = self.processor.decode_input(m.topic, event.value, m.headers)
         if m.topic not in self.inputs:  # on no queue (rejected by the decoder): at once
@@ -115,19 +163,18 @@ class OrderedInput:
             self._flow()
 
     def _rereceived(self, topic: str, partition: int, offset: int) -> None:
-        """Faust delivers again what it seeks back to; if records of a partition ever
-        came out of offset order instead, the lower ones would be ignored here and
-        never acked (its commits would stop): the first one is logged."""
+        """Faust delivers again what it seeks back to: taken before, so not again (the
+        first one per partition and assignment is logged)."""
         tp = (topic, partition)
         n = self.rereceived[tp] = self.rereceived.get(tp, 0) + 1
         if n == 1:
             log.warning(
-                "%s[%d] offset %d is below the %s received before: taken for a redelivery, "
+                "%s[%d] offset %d is below the next offset %s: taken for a redelivery, "
                 "not queued again (logged once per assignment)",
                 topic,
                 partition,
                 offset,
-                self.order.received.get(tp),
+                self.contiguity.next.get(tp),
             )
 
     async def tick(self) -> None:
@@ -201,7 +248,7 @@ class OrderedInput:
     async def on_assigned(self, assigned: Iterable[TP]) -> None:
         """Faust pauses new partitions until their tables are recovered, so nothing is
         fetched yet: each position is where this worker's records of it start."""
-        tps = [tp for tp in assigned if tp.topic in self.inputs]
+        tps = [tp for tp in assigned if tp.topic in self.guarded]
         # Asked all at once: one at a time took 18-144 ms for 20 partitions here.
         found = await asyncio.gather(
             *(self.app.consumer.position(tp) for tp in tps), return_exceptions=True
@@ -210,10 +257,24 @@ class OrderedInput:
         for tp, pos in zip(tps, found, strict=True):
             if isinstance(pos, BaseException) or pos is None:
                 log.warning("position of %s unknown (%r): it counts as behind", tp, pos)
-                positions[(tp.topic, tp.partition)] = None
-            else:
+                pos = None
+            self.contiguity.assign((tp.topic, tp.partition), pos)
+            if tp.topic in self.inputs:
                 positions[(tp.topic, tp.partition)] = pos
         self.order.assign(positions)
+
+    async def on_rebalanced(self) -> None:
+        """Tables are recovered and Faust is about to seek its partitions back to their
+        committed offsets, which skips those with none committed: each partition with
+        nothing taken yet is sought to its position at assignment (models/contiguity.py)."""
+        starts = self.contiguity.untaken()
+        done = await asyncio.gather(
+            *(self.app.consumer.seek(TP(*tp), offset) for tp, offset in starts.items()),
+            return_exceptions=True,
+        )
+        for tp, result in zip(starts, done, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("seeking %s[%d] to its start failed: %r", *tp, result)
 
     def on_revoked(self, revoked: Iterable[TP]) -> int:
         """Drop the held records of revoked partitions, unacknowledged."""
@@ -223,6 +284,7 @@ class OrderedInput:
             self.positions.pop((tp.topic, tp.partition), None)
             self._still.pop((tp.topic, tp.partition), None)
             self.rereceived.pop((tp.topic, tp.partition), None)
+            self.contiguity.revoke((tp.topic, tp.partition))
         return len(self.order.revoke(partitions))
 
 

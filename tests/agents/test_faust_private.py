@@ -75,3 +75,30 @@ async def test_the_consumer_fetches_wait_as_long_as_the_settings_say(tmp_path: P
     # Faust's own builder still passes 1500, so without ours the wait would be Faust's.
     source = inspect.getsource(faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer)
     assert "fetch_max_wait_ms=1500" in source
+
+
+def test_fausts_stream_acks_the_records_it_skips_even_without_acks() -> None:
+    """Why `own_acks` exists: with `noack()` Faust's stream still acks a record it
+    skips (an older generation, or flow control off), which no agent ever took."""
+    source = inspect.getsource(faust.Stream._py_aiter)
+    assert "message.generation_id != self.app.consumer_generation_id" in source
+    assert "do_ack or value is skipped_value" in source
+
+
+def test_the_consumer_takes_acks_only_inside_own_acks(tmp_path: Path, monkeypatch: Any) -> None:
+    taken: list[Any] = []
+
+    def ack(self: Any, message: Any) -> bool:
+        taken.append(message)
+        return True
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "ack", ack)
+    app = create_app(Settings(data_dir=tmp_path, store="memory://"))
+    consumer = app.consumer
+    assert isinstance(consumer, faust_private._Consumer)
+    assert consumer.ack("skipped by Faust") is False
+    with faust_private.own_acks(app):
+        assert consumer.ack("applied and delivered") is True
+    assert consumer.ack("skipped again") is False
+    assert taken == ["applied and delivered"]
+    assert faust_private.skipped_acks(app) == 2

@@ -4,6 +4,7 @@ ignored as redeliveries."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from yarl import URL
 
 import streams.ordering
+from models.contiguity import Verdict
 from models.settings import Settings
 from streams.agents import Service
 
@@ -23,12 +25,16 @@ class _Consumer:
 
     def __init__(self) -> None:
         self.position_of = 5
+        self.sought: list[tuple[str, int, int]] = []
 
     def highwater(self, tp: Any) -> int:
         return 100
 
     async def position(self, tp: Any) -> int:
         return self.position_of
+
+    async def seek(self, tp: Any, offset: int) -> None:
+        self.sought.append((tp.topic, tp.partition, offset))
 
     def pause_partitions(self, tps: Any) -> None:
         raise AssertionError("nothing is held beyond the bound here")
@@ -49,6 +55,7 @@ def ordered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     topics = sorted(ordered.inputs)
     ordered.order.assign({(t, 0): 0 for t in topics})
     # One record of the first topic: partition 0's group now waits on the others.
+    assert ordered.contiguity.judge((topics[0], 0), 0)[0] is Verdict.NEXT
     assert ordered.order.receive(topics[0], 0, 0, 1, "record", clock[0] * 1000)
     yield ordered, clock
 
@@ -96,10 +103,48 @@ async def test_a_record_below_one_received_before_is_logged_once(
         message = SimpleNamespace(topic=topic, partition=0, offset=0, headers=None)
         ordered.on_event(SimpleNamespace(message=message, value=b"{}", key=b"c1"))
     assert [r.getMessage() for r in caplog.records] == [
-        f"{topic}[0] offset 0 is below the 1 received before: taken for a redelivery, "
+        f"{topic}[0] offset 0 is below the next offset 1: taken for a redelivery, "
         "not queued again (logged once per assignment)"
     ]
     assert ordered.rereceived == {(topic, 0): 3}
     assert ordered.order.held == 1  # not queued again
     ordered.on_revoked([SimpleNamespace(topic=topic, partition=0)])
     assert ordered.rereceived == {}
+
+
+async def test_a_record_after_a_gap_is_not_taken_and_its_partition_is_read_again(
+    ordered: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    ordered, _ = ordered
+    topic = sorted(ordered.inputs)[0]  # offset 0 of partition 0 was taken
+    caplog.set_level(logging.WARNING, logger="streams.ordering")
+
+    def deliver(offset: int) -> None:
+        message = SimpleNamespace(topic=topic, partition=0, offset=offset, headers=None)
+        ordered.on_event(SimpleNamespace(message=message, value=b"{}", key=b"c1"))
+
+    deliver(2)  # offset 1 never came
+    deliver(3)
+    assert ordered.order.held == 1  # neither queued
+    await asyncio.sleep(0)  # the seek back runs
+    assert ordered.app.consumer.sought == [(topic, 0, 1)]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{topic}[0] offset 2 came before offset 1: the records between were not "
+        "delivered (or hold none); reading the partition again from 1"
+    ]
+    for offset in (1, 2, 3):  # read again from 1
+        deliver(offset)
+    assert ordered.order.held == 4
+    assert ordered.contiguity.gaps == 1 and ordered.contiguity.empty == 0
+
+
+async def test_once_tables_are_recovered_untaken_partitions_are_sought_to_their_start(
+    ordered: Any,
+) -> None:
+    ordered, _ = ordered
+    taken, other = sorted(ordered.inputs)[:2]
+    ordered.contiguity.assign((other, 0), 0)  # nothing of it taken yet
+    ordered.contiguity.assign((other, 1), 7)
+    await ordered.on_rebalanced()
+    assert (taken, 0, 0) not in ordered.app.consumer.sought  # its record 0 was taken
+    assert {(other, 0, 0), (other, 1, 7)} <= set(ordered.app.consumer.sought)

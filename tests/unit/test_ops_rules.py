@@ -32,6 +32,7 @@ import yaml
 from faust.types import TP
 from prometheus_client.parser import text_string_to_metric_families
 
+from models.contiguity import Contiguity
 from models.group_order import GroupOrder
 from models.settings import Settings
 from streams.metrics import Metrics, Tallies
@@ -222,7 +223,11 @@ def exposition() -> Exposition:
     tallies.alerts_resent["unprofitable"] += 1
     tallies.statuses["profitable"] += 1
     metrics.watch(tallies)
-    metrics.watch_order(GroupOrder(tuple(settings.topics.input_kinds()), lambda t, p: None))
+    metrics.watch_order(
+        GroupOrder(tuple(settings.topics.input_kinds()), lambda t, p: None),
+        Contiguity(),
+        lambda: 0,
+    )
     tp = TP(settings.topics.orders, 0)
     app = SimpleNamespace(
         consumer=_Consumer({tp}), monitor=SimpleNamespace(tp_read_offsets={tp: 3})
@@ -246,6 +251,9 @@ def test_the_exposition_has_every_collector() -> None:
     for name in (
         "profitwatch_input_records_total",
         "profitwatch_held_records",
+        "profitwatch_offset_gaps_total",
+        "profitwatch_offset_gaps_empty_total",
+        "profitwatch_skipped_acks_total",
         "profitwatch_consumer_lag_records",
         "profitwatch_processing_seconds_bucket",
     ):
