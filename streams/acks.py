@@ -1,26 +1,20 @@
 """An input record is acknowledged only once everything it caused is on the broker.
 
 The agents read with manual acks (`stream.noack()`), and Faust commits, per
-topic-partition, up to the first offset not acknowledged. So if a record is acked only
-after its state (changelog), its snapshot and the alerts, dead letters and internal
-records it caused are delivered, every committed offset is safe by construction,
-whenever Faust commits and whatever crashes when: no hook into Faust's commit is
-needed. Records held for their turn (streams/ordering.py) are never acked at all.
+topic-partition, the highest acknowledged offset + 1 (streams/faust_private.py). So if
+a record is acked only after its state (changelog), its snapshot and the alerts, dead
+letters and internal records it caused are delivered, and after every record of its
+partition before it, every committed offset is safe by construction, whenever Faust
+commits and whatever crashes when. Records held for their turn (streams/ordering.py)
+are never acked at all, and the consumer takes no ack from anywhere but here.
 
 Offsets are acked in the order their records were applied, which per topic-partition
-is offset order (the order of application never reorders a queue). faust-streaming
-#606: Faust commits past an unacked offset at the committed position when a later
-offset is acked, and does not check at all when nothing was committed yet; so this
-module refuses to ack an offset below one it acked before on the same partition since
-the partition was assigned, and never acks a record while an earlier one of its
-partition is unacked (each is acked only after every record applied before it).
+is offset order with none left out: the order of application never reorders a queue,
+and a record after a gap is not taken (models/contiguity.py).
 
-A record at or below the partition's last acked offset is one delivered again in the
-same assignment (Faust seeks stream partitions back to their committed offsets once
-table recovery ends, after the fetcher may already have handed some over): it is
-covered already, its effects are idempotent (event ids, alert ids, internal records),
-and Faust ignores an ack of an offset it has acked or committed. It is acked without
-moving anything and counted (`redelivered`).
+A record at or below the partition's last acked offset would be one delivered again
+in the same assignment; those are not taken either, so this is counted
+(`redelivered`) and acked without moving anything, should it happen.
 """
 
 from __future__ import annotations

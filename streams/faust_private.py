@@ -23,6 +23,15 @@ faust-streaming or aiokafka, run `make test`.
   took. The consumer here takes acks only inside `own_acks` (streams/acks.py) and
   counts the others (`skipped_acks`): a skipped record is read again (Faust seeks back
   after a rebalance; models/contiguity.py has the worker seek back otherwise).
+- The same consumer's `_new_offset(tp)` (what Faust commits for a partition): Faust's
+  own takes the first run of consecutive acked offsets, merges in offsets its fetch
+  loop counted as holding no record (`_gap`, which false gaps after a seek back fill
+  with records not yet applied), lets one unacked offset at the committed position
+  pass, and, once those merged offsets are acked for real, keeps duplicates that
+  split every run: seen here, commits crawling a few offsets per second behind a
+  caught-up worker. The acks here are in offset order with none left out
+  (streams/acks.py, models/contiguity.py), so the offset to commit is the highest
+  acked + 1.
 - `new_transport(app)` (`App._new_transport`, the aiokafka driver's
   `Consumer._new_consumer_thread` and `AIOKafkaConsumerThread._create_worker_consumer`,
   aiokafka's `AIOKafkaConsumer._fetch_max_wait_ms`): Faust builds its consumer with
@@ -83,6 +92,16 @@ class _Consumer(faust_aiokafka.Consumer):
             self.skipped_acks += 1
             return False
         return bool(super().ack(message))
+
+    def _new_offset(self, tp: Any) -> int | None:
+        acked = self._acked[tp]
+        if not acked:
+            return None
+        top = max(acked)
+        acked.clear()
+        self._acked_index[tp].clear()
+        self._gap.pop(tp, None)
+        return int(top) + 1
 
     def _new_consumer_thread(self) -> Any:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)

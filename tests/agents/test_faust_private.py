@@ -102,3 +102,27 @@ def test_the_consumer_takes_acks_only_inside_own_acks(tmp_path: Path, monkeypatc
     assert consumer.ack("skipped again") is False
     assert taken == ["applied and delivered"]
     assert faust_private.skipped_acks(app) == 2
+
+
+def test_faust_commits_what_new_offset_says_of_its_acked_lists() -> None:
+    """The override's seams: Faust's commit asks `_new_offset` per partition, which
+    reads the per-partition `_acked` list, `_acked_index` set and `_gap` tree."""
+    source = inspect.getsource(Consumer._filter_committable_offsets)
+    assert "self._new_offset(tp)" in source
+    own = inspect.getsource(Consumer._new_offset)
+    assert all(name in own for name in ("self._acked[tp]", "self._gap[tp]", "_acked_index"))
+
+
+def test_the_offset_to_commit_is_the_highest_acked_plus_one(tmp_path: Path) -> None:
+    app = create_app(Settings(data_dir=tmp_path, store="memory://"))
+    consumer: Any = app.consumer
+    tp = faust.types.TP("orders", 1)
+    # Faust's own: a duplicate (left by a merged gap acked for real) splits the run.
+    consumer._acked[tp] = [5, 6, 6, 7]
+    consumer._acked_index[tp] = {5, 6, 7}
+    assert Consumer._new_offset(consumer, tp) == 7  # 7 stays unacknowledged for Faust
+    consumer._acked[tp] = [5, 6, 6, 7]
+    consumer._acked_index[tp] = {5, 6, 7}
+    assert consumer._new_offset(tp) == 8
+    assert consumer._acked[tp] == [] and not consumer._acked_index[tp]
+    assert consumer._new_offset(tp) is None  # nothing acked since
