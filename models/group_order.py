@@ -15,9 +15,10 @@ The caller tells it what Kafka knows: which partitions are assigned, each
 topic-partition's position at assignment, its end offset (`end_offset`) and how far
 this worker has fetched it (`fetched`: records fetched but not yet queued are in
 transit) and how far its client has read it (`position`): a wait for records in
-transit or not yet read is not timed out (KIP-695); only a partition read to its end
-with nothing more arriving (offsets that hold no record) runs into
-`max_lag_wait_ms`. Held
+transit or not yet read is not timed out (KIP-695), nor one on a partition not
+fetched yet in this assignment (its end offset unknown: the first fetch tells); only
+a partition read to its end with nothing more arriving (offsets that hold no record)
+runs into `max_lag_wait_ms`. Held
 records are never acknowledged; a revoke drops them, and the partition's next owner
 receives them again. Memory: beyond `max_held` records the topic-partitions that are
 ahead (have records buffered) should be paused (`flow`), never one its group waits on.
@@ -195,8 +196,13 @@ class GroupOrder(Generic[T]):
     def _holds(self, p: int, g: _Group[T], topic: str, now_ms: float) -> bool:
         """Does this empty queue hold its group back now?"""
         end = self.end_offset(topic, p)
+        if end is None:
+            # Nothing fetched of it yet in this assignment: its lag is unknown, and
+            # KIP-695 waits for it (the first fetch tells), never runs out of time.
+            g.wait_since[topic] = now_ms
+            return True
         nxt = self.next_offset.get((topic, p))
-        if end is None or nxt is None or end > nxt:
+        if nxt is None or end > nxt:
             fetched = self.fetched(topic, p) if self.fetched is not None else None
             if fetched is not None and nxt is not None and fetched > nxt:
                 g.wait_since[topic] = now_ms  # in transit: it will arrive

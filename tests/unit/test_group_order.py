@@ -91,6 +91,22 @@ def test_an_unknown_end_offset_or_position_counts_as_behind() -> None:
     assert names(order) == ["order@30"]
 
 
+def test_a_partition_not_fetched_yet_is_waited_for_without_a_time_limit() -> None:
+    """Its end offset comes with the first fetch, which after a rebalance on a busy
+    host can take longer than max_lag_wait_ms: going on without it would apply the
+    group's records out of order (KIP-695 waits while the lag is unknown)."""
+    b = Broker()
+    order = make(b, max_lag_wait_ms=2000)
+    b.caught_up(order, 0)
+    b.ends[(INV, 0)] = None  # never fetched in this assignment
+    order.receive(ORD, 0, 0, 30, "order@30", 0)
+    b.ends[(ORD, 0)] = 1
+    assert names(order, 60_000) == []
+    assert order.enforced == 0 and order.waiting_on() == [(INV, 0)]
+    b.ends[(INV, 0)] = 0  # fetched: nothing there
+    assert names(order, 60_001) == ["order@30"]
+
+
 def test_a_caught_up_queue_holds_nothing_back_unless_max_idle_ms() -> None:
     b = Broker()
     order = make(b)
