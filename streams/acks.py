@@ -49,6 +49,9 @@ class AckAfterDelivery:
         self._acked: dict[tuple[str, int], int] = {}  # highest offset acked per tp
         self.redelivered = 0  # records acked again: delivered twice in one assignment
         self._lock = asyncio.Lock()
+        # Revoked while a commit waited for deliveries: its acks of them are dropped,
+        # or they would reach Faust's bookkeeping of a later assignment.
+        self._revoked_meanwhile: set[tuple[str, int]] = set()
 
     def applied(self, event: Any) -> None:
         self.events.append(event)
@@ -67,6 +70,7 @@ class AckAfterDelivery:
             # 1. What was applied up to now: its outputs are all handed over below.
             events, sends = self.events, self.sends
             self.events, self.sends = [], []
+            self._revoked_meanwhile = set()
             # 2. The changed states (store now, changelog batched) and owed snapshots.
             self._flush()
             # 3. Wait until all of it, and every send before it, is on the broker. A
@@ -74,7 +78,11 @@ class AckAfterDelivery:
             await self._delivered()
             if sends:
                 await asyncio.gather(*sends)
-            # 4. Acknowledge, in the order applied; Faust commits acked offsets.
+            # 4. Acknowledge, in the order applied, what is still assigned; Faust
+            #    commits acked offsets.
+            gone = self._revoked_meanwhile
+            if gone:
+                events = [e for e in events if (e.message.topic, e.message.partition) not in gone]
             with self._acknowledging():
                 for event in events:
                     self._ack(event)
@@ -95,6 +103,7 @@ class AckAfterDelivery:
         """These topic-partitions were revoked: their applied records are never acked
         here (the next owner reads them again; their outputs are idempotent)."""
         gone = set(partitions)
+        self._revoked_meanwhile |= gone
         for tp in gone:
             self._acked.pop(tp, None)
         before = len(self.events)

@@ -121,3 +121,21 @@ async def test_forget_drops_the_revoked_partitions_applied_records() -> None:
     assert await acks.commit() == 1
     assert log == [("orders", 1, 1)]
     assert out.flushes == 1  # the states are still written: the next owner restores them
+
+
+async def test_a_partition_revoked_while_a_commit_waits_is_not_acked_by_it() -> None:
+    """Acked after the revoke, its records would reach Faust's bookkeeping of the
+    partition's next assignment, which starts again from the committed offset."""
+    out = Outputs()
+    log: list[tuple[str, int, int]] = []
+    acks = AckAfterDelivery(out.flush, out.delivered, every=10)
+    acks.applied(Ev(Msg("orders", 0, 4), log))
+    acks.applied(Ev(Msg("orders", 1, 8), log))
+    commit = asyncio.ensure_future(acks.commit())
+    await asyncio.sleep(0.01)  # waiting for the deliveries
+    acks.forget([("orders", 0)])
+    out.shipped.set()
+    assert await commit == 1
+    assert log == [("orders", 1, 8)]
+    acks.applied(Ev(Msg("orders", 0, 4), log))  # assigned again, read again
+    assert await acks.commit() == 1 and log[-1] == ("orders", 0, 4)
