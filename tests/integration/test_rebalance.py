@@ -111,11 +111,16 @@ def test_a_worker_joining_and_one_killed_mid_stream_change_nothing(
     holding = {tp[1] for tp, end in ends.items() if at_kill.get(tp, 0) < end}
     wait_until_consumed(kafka_bootstrap, settings.app_id, inputs, n, timeout_s=300)
     # The survivors' order counters, shown with a failure: records applied after a later
-    # one of their group, and waits given up on.
+    # one of their group, waits given up on, gaps read again, Faust's acks refused.
     for name, port in (("b", b_port), ("c", c_port)):
         late = metric(port, "profitwatch_late_records_total")
         enforced = metric(port, "profitwatch_order_enforced_total")
-        print(f"{name}: late records {late:.0f}, order enforced {enforced:.0f}")
+        gaps = metric(port, "profitwatch_offset_gaps_total")
+        skipped = metric(port, "profitwatch_skipped_acks_total")
+        print(
+            f"{name}: late records {late:.0f}, order enforced {enforced:.0f}, "
+            f"offset gaps {gaps:.0f}, Faust's acks refused {skipped:.0f}"
+        )
     compared = check_equal(kafka_bootstrap, settings, exp)
     assert compared >= 150
 
