@@ -54,6 +54,8 @@ def ordered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setattr(streams.ordering, "_seconds", lambda: clock[0])
     topics = sorted(ordered.inputs)
     ordered.order.assign({(t, 0): 0 for t in topics})
+    for t in topics:  # as on_assigned does: every partition starts at its position 0
+        ordered.contiguity.assign((t, 0), 0)
     # One record of the first topic: partition 0's group now waits on the others.
     assert ordered.contiguity.judge((topics[0], 0), 0)[0] is Verdict.NEXT
     assert ordered.order.receive(topics[0], 0, 0, 1, "record", clock[0] * 1000)
